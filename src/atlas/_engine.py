@@ -1,0 +1,522 @@
+"""Read, write, flush and compact: the machinery under every public call.
+
+Python works here at the level of whole requests and whole chunks; the kernels in
+``_kernels`` do the per-element work with the GIL released, and the shared pool runs
+decompression + gathers (reads) and compression (writes, flush) in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import _executor, codecs
+from ._chunks import Pending, decode_strings, encode_strings
+from ._kernels.gather import copy_boxes
+from ._kernels.grid import lookup, plan_box, valid_shapes
+from ._kernels.stats import chunk_stats
+from ._meta import ArrayMeta, Physical, StoreMeta
+from ._segments import CHUNK_COLUMNS, FRAME_COLUMNS, ChunkIndex
+from .errors import CorruptStoreError
+from .storage import Storage
+
+SOLO_FRAME = 256 * 1024  # a chunk this large is compressed on its own, when it is written
+FRAME_TARGET = 256 * 1024  # smaller chunks are packed into frames of about this raw size
+COALESCE_GAP = 64 * 1024  # frames of one segment closer than this are fetched in one read
+PARALLEL_MIN_BYTES = 256 * 1024  # below this much decoded data a request stays on the caller's thread
+
+
+def wide_dtype(sd: np.dtype) -> np.dtype:
+    """The 64-bit type per-chunk min/max are kept in (as int64 bit patterns)."""
+    return np.dtype({"f": np.float64, "u": np.uint64}.get(sd.kind, np.int64))
+
+
+def _pad(t: Sequence[int]) -> np.ndarray:
+    return np.asarray(tuple(t) or (0,), np.int64) if len(t) else np.zeros(1, np.int64)
+
+
+def _pad_count(t: Sequence[int]) -> np.ndarray:
+    return np.asarray(tuple(t), np.int64) if len(t) else np.ones(1, np.int64)
+
+
+def _scalar_python(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x
+
+
+class Engine:
+    """Chunk indexes, pending chunks and the request machinery of one open store."""
+
+    def __init__(self, storage: Storage, codec: str) -> None:
+        self.storage = storage
+        self.codec = codec
+        self.lock = threading.RLock()
+        self._indexes: dict[str, ChunkIndex] = {}
+        self.pending: dict[str, dict[tuple[int, int], Pending]] = {}
+
+    # ------------------------------------------------------------------ index
+    def index(self, name: str, phys: Physical | None) -> ChunkIndex:
+        """The chunk index of array name ``name``, read on first use (one range read)."""
+        idx = self._indexes.get(name)
+        if idx is not None:
+            return idx
+        with self.lock:
+            idx = self._indexes.get(name)
+            if idx is None:
+                if phys is None or phys.index is None:
+                    idx = ChunkIndex()
+                else:
+                    seg, off, ln, raw, crc = phys.index
+                    where = f"{self.storage.location}/{seg}"
+                    (buf,) = self.storage.read_ranges(seg, [off], [off + ln])
+                    if codecs.checksum(buf) != crc:
+                        raise CorruptStoreError(f"{where}: checksum mismatch in the chunk index of array {name!r}")
+                    idx = ChunkIndex.decode(buf, self.codec, raw, where)
+                self._indexes[name] = idx
+        return idx
+
+    def forget_indexes(self) -> None:
+        with self.lock:
+            self._indexes.clear()
+
+    # ------------------------------------------------------------------ frames
+    def _fetch(self, idx: ChunkIndex, frames: np.ndarray) -> list[Any]:
+        """Compressed bytes of ``frames`` (sorted unique ids), with coalesced range reads."""
+        seg = idx.frames["seg"][frames]
+        off = idx.frames["off"][frames]
+        end = off + idx.frames["clen"][frames]
+        out: list[Any] = [None] * len(frames)
+        for s in np.unique(seg).tolist():
+            sel = np.flatnonzero(seg == s)
+            sel = sel[np.argsort(off[sel], kind="stable")]
+            o, e = off[sel], end[sel]
+            brk = np.flatnonzero(o[1:] - np.maximum.accumulate(e)[:-1] > COALESCE_GAP) + 1
+            gs = np.concatenate([[0], brk])
+            ge = np.concatenate([brk, [len(sel)]])
+            rs = o[gs]
+            re_ = np.maximum.reduceat(e, gs)
+            bufs = self.storage.read_ranges(idx.segments[s], rs.tolist(), re_.tolist())
+            for g, buf in enumerate(bufs):
+                mv = memoryview(buf)
+                base = int(rs[g])
+                for j in range(int(gs[g]), int(ge[g])):
+                    out[int(sel[j])] = mv[int(o[j]) - base:int(e[j]) - base]
+        return out
+
+    def _decode(self, idx: ChunkIndex, f: int, data: Any) -> Any:
+        if codecs.checksum(data) != int(idx.frames["crc"][f]):
+            seg = idx.segments[int(idx.frames["seg"][f])]
+            raise CorruptStoreError(
+                f"{self.storage.location}/{seg}: checksum mismatch in frame at byte {int(idx.frames['off'][f])}"
+            )
+        try:
+            return codecs.decompress(self.codec, data, int(idx.frames["rlen"][f]))
+        except Exception as e:  # noqa: BLE001
+            seg = idx.segments[int(idx.frames["seg"][f])]
+            raise CorruptStoreError(f"{self.storage.location}/{seg}: frame cannot be decompressed: {e}") from e
+
+    def _pending_bytes(self, p: Pending) -> Any:
+        if p.raw is not None:
+            return p.raw
+        return codecs.decompress(self.codec, p.comp, p.nbytes)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ reads
+    def read(self, name: str, phys: Physical | None, metas: Sequence[ArrayMeta], start: Sequence[int], count: Sequence[int]) -> np.ndarray:
+        """Read the same box of array ``name`` from every instance in ``metas`` into one ``(N, *count)`` array.
+
+        Instances may differ in shape and chunking (the box must fit each) but share a dtype.
+        Returns storage-typed data (int64 for timestamps).
+        """
+        n = len(metas)
+        m0 = metas[0]
+        kstart, kcount = _pad(start), _pad_count(count)
+        sd = m0.sdtype
+        out = np.empty((n,) + tuple(kcount.tolist()), sd)
+        idx = self.index(name, phys)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, m in enumerate(metas):
+            groups.setdefault(m.layout_key(), []).append(i)
+        for slots in groups.values():
+            m = metas[slots[0]]
+            ids, src, dst, box = plan_box(m.kshape, m.kchunk, kstart, kcount)
+            c = ids.shape[0]
+            if c == 0:
+                continue
+            g = len(slots)
+            aids = np.fromiter((metas[s].aid for s in slots), np.int64, g)
+            qa = np.repeat(aids, c)
+            qc = np.tile(ids, g)
+            pslot = np.repeat(np.asarray(slots, np.int64), c)
+            pc = np.tile(np.arange(c, dtype=np.int64), g)
+            pos = lookup(idx.chunks["aid"], idx.chunks["cid"], qa, qc)
+            hits: list[tuple[int, Pending]] = []
+            pend = self.pending.get(name)
+            if pend:
+                with self.lock:
+                    for j, key in enumerate(zip(qa.tolist(), qc.tolist())):
+                        p = pend.get(key)
+                        if p is not None:
+                            hits.append((j, p))
+                            pos[j] = -2
+            miss = pos == -1
+            if miss.any():
+                for s in np.unique(pslot[miss]).tolist():
+                    out[s] = metas[s].fill_storage
+            present = np.flatnonzero(pos >= 0)
+            if present.size:
+                self._gather(idx, m, pos[present], pslot[present], pc[present], src, dst, box, out, kcount)
+            for j, p in hits:
+                sel = np.asarray([pc[j]])
+                self._copy_from_chunk(m, self._pending_bytes(p), np.zeros(1, np.int64), sel, np.asarray([pslot[j]]), src, dst, box, out, kcount)
+        return out.reshape((n,) + tuple(count))
+
+    def _copy_from_chunk(self, m: ArrayMeta, raw: Any, foff: np.ndarray, pcs: np.ndarray, slots: np.ndarray,
+                         src: np.ndarray, dst: np.ndarray, box: np.ndarray, out: np.ndarray, kcount: np.ndarray) -> None:
+        """Copy pieces (chunk-local boxes) out of one decoded chunk buffer or frame into ``out``."""
+        if m.is_string:
+            mv = memoryview(raw)
+            for k in range(len(pcs)):
+                j = int(pcs[k])
+                o = int(foff[k])
+                chunk = decode_strings(mv[o:], tuple(m.kchunk.tolist()), f"array {m.aid}")
+                ss = tuple(slice(a, a + b) for a, b in zip(src[j], box[j]))
+                ds = tuple(slice(a, a + b) for a, b in zip(dst[j], box[j]))
+                out[int(slots[k])][ds] = chunk[ss]
+            return
+        isz = m.sdtype.itemsize
+        plane = int(np.prod(kcount)) * isz
+        npc = len(pcs)
+        copy_boxes(
+            np.frombuffer(raw, np.uint8), foff.astype(np.int64, copy=False),
+            np.tile(m.kchunk, (npc, 1)), src[pcs], out.reshape(-1).view(np.uint8),
+            slots.astype(np.int64, copy=False) * plane, kcount, dst[pcs], box[pcs], isz,
+        )
+
+    def _gather(self, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, pslot: np.ndarray, pc: np.ndarray,
+                src: np.ndarray, dst: np.ndarray, box: np.ndarray, out: np.ndarray, kcount: np.ndarray) -> None:
+        fr = idx.chunks["frame"][pos]
+        order = np.argsort(fr, kind="stable")
+        fr, pos, pslot, pc = fr[order], pos[order], pslot[order], pc[order]
+        uf, first = np.unique(fr, return_index=True)
+        bounds = np.append(first, len(fr))
+        blobs = self._fetch(idx, uf)
+        foff = idx.chunks["foff"][pos]
+
+        def work(k: int) -> None:
+            raw = self._decode(idx, int(uf[k]), blobs[k])
+            sl = slice(int(bounds[k]), int(bounds[k + 1]))
+            self._copy_from_chunk(m, raw, foff[sl], pc[sl], pslot[sl], src, dst, box, out, kcount)
+
+        big = int(idx.frames["rlen"][uf].sum()) >= PARALLEL_MIN_BYTES
+        _executor.run(work, range(len(uf)), parallel=big)
+
+    def load_chunk(self, name: str, phys: Physical | None, m: ArrayMeta, cid: int) -> np.ndarray | None:
+        """One whole chunk (padded chunk shape, storage dtype, writable), or None if never written."""
+        shape = tuple(m.kchunk.tolist())
+        with self.lock:
+            p = self.pending.get(name, {}).get((m.aid, cid))
+        if p is not None:
+            raw: Any = self._pending_bytes(p)
+            o = 0
+        else:
+            idx = self.index(name, phys)
+            pos = int(lookup(idx.chunks["aid"], idx.chunks["cid"], np.asarray([m.aid]), np.asarray([cid]))[0])
+            if pos < 0:
+                return None
+            f = int(idx.chunks["frame"][pos])
+            raw = self._decode(idx, f, self._fetch(idx, np.asarray([f]))[0])
+            o = int(idx.chunks["foff"][pos])
+        if m.is_string:
+            return decode_strings(memoryview(raw)[o:], shape, f"array {name!r}")
+        return np.frombuffer(raw, m.sdtype, m.chunk_elems, o).reshape(shape).copy()
+
+    # ------------------------------------------------------------------ writes
+    def write(self, name: str, phys: Physical | None, m: ArrayMeta, start: Sequence[int], data: np.ndarray) -> None:
+        """Buffer ``data`` (storage-typed, C-contiguous) at ``start`` as pending chunks."""
+        kstart, kcount = _pad(start), _pad_count(data.shape)
+        d = data.reshape(tuple(kcount.tolist()))
+        ids, src, dst, box = plan_box(m.kshape, m.kchunk, kstart, kcount)
+        k = ids.shape[0]
+        if k == 0:
+            return
+        valid = valid_shapes(m.kshape, m.kchunk, ids)
+        full = (box == valid).all(1) & (src == 0).all(1)
+        chunk_shape = tuple(m.kchunk.tolist())
+        if m.is_string:
+            self._write_strings(name, phys, m, ids, src, dst, box, valid, full, d)
+            return
+        ce = m.chunk_elems
+        sd = m.sdtype
+        isz = sd.itemsize
+        cb = ce * isz
+        edge = (valid != m.kchunk).any(1)
+        if (~full).any() or edge.any():
+            buf = np.full(k * ce, m.fill_storage, sd)
+        else:
+            buf = np.empty(k * ce, sd)
+        for j in np.flatnonzero(~full).tolist():
+            base = self.load_chunk(name, phys, m, int(ids[j]))
+            if base is not None:
+                buf[j * ce:(j + 1) * ce] = base.reshape(-1)
+        bu8 = buf.view(np.uint8)
+        copy_boxes(d.reshape(-1).view(np.uint8), np.zeros(k, np.int64), np.tile(kcount, (k, 1)), dst,
+                   bu8, np.arange(k, dtype=np.int64) * cb, m.kchunk, src, box, isz)
+        nn, mn, mx, has = self._chunk_stats(m, buf, valid)
+        if cb >= SOLO_FRAME:
+            comps = _executor.run(lambda j: codecs.compress(self.codec, bu8[j * cb:(j + 1) * cb]), range(k))
+            entries = [Pending(None, comps[j], cb, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j])) for j in range(k)]
+        else:
+            entries = [Pending(bu8[j * cb:(j + 1) * cb].tobytes(), None, cb, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j]))
+                       for j in range(k)]
+        del chunk_shape
+        with self.lock:
+            pend = self.pending.setdefault(name, {})
+            for j, cid in enumerate(ids.tolist()):
+                pend[(m.aid, cid)] = entries[j]
+
+    def _chunk_stats(self, m: ArrayMeta, buf: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+        sd = m.sdtype
+        has_fill = m.fill is not None
+        fill = sd.type(m.fill_storage)
+        fill_is_nan = sd.kind == "f" and bool(np.isnan(fill))
+        is_ts = m.dtype == "timestamp_nanoseconds"
+        skip = sd.type(np.iinfo(np.int64).min) if is_ts else sd.type(0)
+        nn, mn, mx, has = chunk_stats(buf, m.kchunk, valid, has_fill, fill, fill_is_nan, sd.kind == "f", is_ts, skip)
+        w = wide_dtype(sd)
+        return nn, mn.astype(w).view(np.int64), mx.astype(w).view(np.int64), has
+
+    def _write_strings(self, name: str, phys: Physical | None, m: ArrayMeta, ids: np.ndarray, src: np.ndarray,
+                       dst: np.ndarray, box: np.ndarray, valid: np.ndarray, full: np.ndarray, d: np.ndarray) -> None:
+        shape = tuple(m.kchunk.tolist())
+        fill = m.fill_storage
+        entries = {}
+        for j, cid in enumerate(ids.tolist()):
+            chunk = None if full[j] else self.load_chunk(name, phys, m, cid)
+            if chunk is None:
+                chunk = np.full(shape, fill, dtype=object)
+            ss = tuple(slice(a, a + b) for a, b in zip(src[j], box[j]))
+            ds = tuple(slice(a, a + b) for a, b in zip(dst[j], box[j]))
+            chunk[ss] = d[ds]
+            v = chunk[tuple(slice(0, x) for x in valid[j])].ravel()
+            nn = int(v.size - (np.count_nonzero(v == m.fill) if m.fill is not None else 0))
+            raw = encode_strings(chunk)
+            entries[(m.aid, cid)] = Pending(raw, None, len(raw), nn, 0, 0, nn > 0)
+        with self.lock:
+            self.pending.setdefault(name, {}).update(entries)
+
+    # ------------------------------------------------------------------ flush
+    def _build_segment(self, items: list[tuple[tuple[int, int], Pending]]) -> tuple[bytes, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Pack pending chunks (sorted by key) into frames; returns (body, frame columns, chunk columns)."""
+        n = len(items)
+        cols = {k: np.zeros(n, t) for k, t in CHUNK_COLUMNS.items()}
+        groups: list[Any] = []  # each: bytes (already compressed, solo) or list of raw parts
+        rlens: list[int] = []
+        cur: list[Any] = []
+        cur_size = 0
+        for j, ((aid, cid), p) in enumerate(items):
+            cols["aid"][j] = aid
+            cols["cid"][j] = cid
+            cols["nbytes"][j] = p.nbytes
+            cols["nn"][j] = p.nn
+            cols["mn"][j] = p.mn
+            cols["mx"][j] = p.mx
+            cols["has"][j] = p.has
+            if p.comp is not None:
+                if cur:
+                    groups.append(cur)
+                    rlens.append(cur_size)
+                    cur, cur_size = [], 0
+                cols["frame"][j] = len(groups)
+                cols["foff"][j] = 0
+                groups.append(p.comp)
+                rlens.append(p.nbytes)
+                continue
+            if cur and cur_size + p.nbytes > FRAME_TARGET:
+                groups.append(cur)
+                rlens.append(cur_size)
+                cur, cur_size = [], 0
+            cols["frame"][j] = len(groups)
+            cols["foff"][j] = cur_size
+            cur.append(p.raw)
+            cur_size += p.nbytes
+        if cur:
+            groups.append(cur)
+            rlens.append(cur_size)
+
+        def enc(g: Any) -> tuple[bytes, int]:
+            b = g if isinstance(g, bytes) else codecs.compress(self.codec, b"".join(g))
+            return b, codecs.checksum(b)
+
+        encoded = _executor.run(enc, groups, parallel=sum(rlens) >= PARALLEL_MIN_BYTES)
+        clen = np.fromiter((len(b) for b, _ in encoded), np.int64, len(encoded))
+        off = np.zeros(len(encoded), np.int64)
+        if len(encoded) > 1:
+            np.cumsum(clen[:-1], out=off[1:])
+        frames = {
+            "off": off, "clen": clen, "rlen": np.asarray(rlens, np.int64),
+            "crc": np.fromiter((c for _, c in encoded), np.uint32, len(encoded)),
+        }
+        return b"".join(b for b, _ in encoded), frames, cols
+
+    def _segment(self, phys: Physical, gen: int, token: str, base: ChunkIndex, items: list[tuple[tuple[int, int], Pending]],
+                 live: np.ndarray) -> tuple[str, bytes, ChunkIndex, tuple[str, int, int, int, int]]:
+        path = f"{phys.dir}/s{gen:08d}-{token}.seg"
+        body, frames, chunks = self._build_segment(items)
+        new = base.merged(path, frames, chunks, live)
+        footer, rawlen = new.encode(self.codec)
+        return path, body + footer, new, (path, len(body), len(footer), rawlen, codecs.checksum(footer))
+
+    def instance_stats(self, name: str, phys: Physical | None, m: ArrayMeta, idx: ChunkIndex) -> dict[str, Any]:
+        """``null_count`` / ``min`` / ``max`` of one array instance (numeric: from the index columns)."""
+        rows = idx.rows_of(m.aid)
+        if m.is_string:
+            vals = self.read(name, phys, [m], (0,) * len(m.shape), m.shape).ravel()
+            data_rows = idx.chunks["nn"][rows]  # noqa: F841 - strings recount from data
+            with self.lock:
+                written = self._written_cells(name, m, idx)
+            nonnull = vals[written] if written is not None else vals[:0]
+            if m.fill is not None:
+                nonnull = nonnull[nonnull != m.fill]
+            return {"null_count": m.row_count - int(nonnull.size),
+                    "min": min(nonnull.tolist()) if nonnull.size else None,
+                    "max": max(nonnull.tolist()) if nonnull.size else None}
+        nn = int(idx.chunks["nn"][rows].sum())
+        has = idx.chunks["has"][rows].astype(bool)
+        w = wide_dtype(m.sdtype)
+        mn = mx = None
+        if has.any():
+            mn = _scalar_python(idx.chunks["mn"][rows][has].view(w).min())
+            mx = _scalar_python(idx.chunks["mx"][rows][has].view(w).max())
+        return {"null_count": m.row_count - nn, "min": mn, "max": mx}
+
+    def _written_cells(self, name: str, m: ArrayMeta, idx: ChunkIndex) -> np.ndarray | None:
+        """Boolean mask (flat, logical shape) of cells inside chunks that were written."""
+        rows = idx.rows_of(m.aid)
+        cids = set(idx.chunks["cid"][rows].tolist())
+        cids |= {c for (a, c) in self.pending.get(name, {}) if a == m.aid}
+        if not m.shape:
+            return np.asarray([bool(cids)])
+        mask = np.zeros(m.shape, bool)
+        if not cids:
+            return mask.ravel()
+        ids, src, dst, box = plan_box(m.kshape, m.kchunk, np.zeros(len(m.shape), np.int64), m.kshape)
+        for j, cid in enumerate(ids.tolist()):
+            if cid in cids:
+                mask[tuple(slice(a, a + b) for a, b in zip(dst[j], box[j]))] = True
+        return mask.ravel()
+
+    def flush(self, meta: StoreMeta, dirty: set[int], commit: Callable[[], None]) -> None:
+        """Write one segment per touched array name, then commit the metadata (via ``commit``)."""
+        with self.lock:
+            live = _live_aids(meta)
+            gen = meta.generation + 1
+            token = uuid.uuid4().hex[:8]
+            new_idx: dict[str, ChunkIndex] = {}
+            new_loc: dict[str, tuple[str, int, int, int, int]] = {}
+            writes: list[tuple[str, bytes]] = []
+            for name, pend in self.pending.items():
+                la = live.get(name, np.empty(0, np.int64))
+                items = sorted((k, p) for k, p in pend.items() if k[0] in set(la.tolist()))
+                if not items:
+                    continue
+                phys = meta.physical_for(name)
+                path, data, idx, loc = self._segment(phys, gen, token, self.index(name, phys), items, la)
+                writes.append((path, data))
+                new_idx[name], new_loc[name] = idx, loc
+            _executor.run(lambda w: self.storage.write(*w), writes, parallel=len(writes) > 1)
+            self.storage.barrier()
+            # stats of every instance defined or written since the last flush
+            old_stats: list[tuple[ArrayMeta, Any]] = []
+            for ds in meta.datasets.values():
+                for name, m in ds.arrays.items():
+                    if m.aid in dirty:
+                        idx = new_idx.get(name) or self.index(name, meta.physical.get(name))
+                        st = self.instance_stats(name, meta.physical.get(name), m, idx)
+                        old_stats.append((m, m.stats))
+                        m.stats = st
+            old_loc = {name: meta.physical[name].index for name in new_loc}
+            old_gen = meta.generation
+            try:
+                for name, loc in new_loc.items():
+                    meta.physical[name].index = loc
+                meta.generation = gen
+                commit()
+            except BaseException:
+                for name, loc0 in old_loc.items():
+                    meta.physical[name].index = loc0
+                meta.generation = old_gen
+                for m, st in old_stats:
+                    m.stats = st
+                raise
+            self._indexes.update(new_idx)
+            self.pending = {}
+
+    # ------------------------------------------------------------------ compact
+    def compact(self, meta: StoreMeta, commit: Callable[[], None]) -> int:
+        """Rewrite every array name's live chunks into one fresh segment; returns bytes freed."""
+        with self.lock:
+            live = _live_aids(meta)
+            gen = meta.generation + 1
+            token = uuid.uuid4().hex[:8]
+            new_idx: dict[str, ChunkIndex] = {}
+            new_loc: dict[str, Any] = {}
+            writes = []
+            for name, phys in meta.physical.items():
+                idx = self.index(name, phys)
+                la = live.get(name, np.empty(0, np.int64))
+                rows = np.flatnonzero(np.isin(idx.chunks["aid"], la))
+                if rows.size == 0:
+                    new_idx[name], new_loc[name] = ChunkIndex(), None
+                    continue
+                items = self._reload(idx, rows)
+                path, data, nidx, loc = self._segment(phys, gen, token, ChunkIndex(), items, la)
+                writes.append((path, data))
+                new_idx[name], new_loc[name] = nidx, loc
+            _executor.run(lambda w: self.storage.write(*w), writes, parallel=len(writes) > 1)
+            self.storage.barrier()
+            before = self.storage.list("arrays")
+            size_before = self.storage.size_of(before)
+            old_loc = {name: p.index for name, p in meta.physical.items()}
+            old_gen = meta.generation
+            try:
+                for name, loc in new_loc.items():
+                    meta.physical[name].index = loc
+                meta.generation = gen
+                commit()
+            except BaseException:
+                for name, loc0 in old_loc.items():
+                    meta.physical[name].index = loc0
+                meta.generation = old_gen
+                raise
+            self._indexes.update(new_idx)
+            keep = {p.index[0] for p in meta.physical.values() if p.index}
+            for path in before:
+                if path not in keep:
+                    self.storage.delete(path)
+            return size_before - self.storage.size_of(self.storage.list("arrays"))
+
+    def _reload(self, idx: ChunkIndex, rows: np.ndarray) -> list[tuple[tuple[int, int], Pending]]:
+        frames = idx.chunks["frame"][rows]
+        uf = np.unique(frames)
+        blobs = self._fetch(idx, uf)
+        raws = _executor.run(lambda k: self._decode(idx, int(uf[k]), blobs[k]), range(len(uf)))
+        where = {int(f): k for k, f in enumerate(uf.tolist())}
+        c = idx.chunks
+        items = []
+        for r, f in zip(rows.tolist(), frames.tolist()):
+            o, nb = int(c["foff"][r]), int(c["nbytes"][r])
+            raw = bytes(memoryview(raws[where[f]])[o:o + nb])
+            comp = codecs.compress(self.codec, raw) if nb >= SOLO_FRAME else None
+            items.append(((int(c["aid"][r]), int(c["cid"][r])),
+                          Pending(None if comp else raw, comp, nb, int(c["nn"][r]), int(c["mn"][r]), int(c["mx"][r]), bool(c["has"][r]))))
+        return items
+
+
+def _live_aids(meta: StoreMeta) -> dict[str, np.ndarray]:
+    live: dict[str, list[int]] = {}
+    for ds in meta.datasets.values():
+        for name, m in ds.arrays.items():
+            live.setdefault(name, []).append(m.aid)
+    return {k: np.asarray(sorted(v), np.int64) for k, v in live.items()}

@@ -1,0 +1,86 @@
+"""Fill-aware statistics over chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernel
+
+
+@kernel
+def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):  # pragma: no cover - compiled
+    """Per-chunk ``(non_null, min, max)`` over the valid region of ``k`` equal chunks.
+
+    ``buf`` holds ``k`` C-ordered chunks of shape ``chunk_shape`` back to back; ``valid``
+    ``(k, ndim)`` is the extent of each chunk inside the array. A cell is null when
+    ``has_fill`` and it equals ``fill`` (or is NaN when ``fill_is_nan``). NaN (``skip_nan``)
+    and the value ``skip`` (``skip_value``, NaT for timestamps) never become min or max.
+    Chunks without a non-null value report ``min > max`` as a sentinel, with count 0.
+    """
+    k = valid.shape[0]
+    nd = chunk_shape.shape[0]
+    size = 1
+    for d in range(nd):
+        size *= chunk_shape[d]
+    nn = np.zeros(k, np.int64)
+    mn = np.empty(k, buf.dtype)
+    mx = np.empty(k, buf.dtype)
+    has = np.zeros(k, np.bool_)
+    stride = np.empty(nd, np.int64)
+    s = 1
+    for d in range(nd - 1, -1, -1):
+        stride[d] = s
+        s *= chunk_shape[d]
+    idx = np.empty(nd, np.int64)
+    for c in range(k):
+        rows = 1
+        empty = False
+        for d in range(nd):
+            if valid[c, d] <= 0:
+                empty = True
+            if d < nd - 1:
+                rows *= valid[c, d]
+        mn[c] = buf[c * size] if size > 0 else 0
+        mx[c] = mn[c]
+        if empty:
+            continue
+        rowlen = valid[c, nd - 1]
+        for d in range(nd):
+            idx[d] = 0
+        first = True
+        count = 0
+        lo = mn[c]
+        hi = mx[c]
+        for _ in range(rows):
+            off = c * size
+            for d in range(nd - 1):
+                off += idx[d] * stride[d]
+            for j in range(off, off + rowlen):
+                v = buf[j]
+                isnan = v != v
+                if has_fill and (v == fill or (fill_is_nan and isnan)):
+                    continue
+                count += 1
+                if (skip_nan and isnan) or (skip_value and v == skip):
+                    continue
+                if first:
+                    lo = v
+                    hi = v
+                    first = False
+                else:
+                    if v < lo:
+                        lo = v
+                    if v > hi:
+                        hi = v
+            d = nd - 2
+            while d >= 0:
+                idx[d] += 1
+                if idx[d] < valid[c, d]:
+                    break
+                idx[d] = 0
+                d -= 1
+        nn[c] = count
+        has[c] = not first
+        mn[c] = lo
+        mx[c] = hi
+    return nn, mn, mx, has

@@ -1,0 +1,112 @@
+"""The physical layout of one array name: segments, frames and the columnar chunk index.
+
+Every flush writes one new immutable *segment* file per touched array name::
+
+    [frame 0][frame 1]...[frame k-1][index footer]
+
+A *frame* is one compressed block holding one or more whole chunks back to back (small
+chunks are packed together so a read of many small chunks decompresses a few frames; a
+large chunk is a frame of its own). The *index footer* is the complete index of the array
+name as of that flush (every live chunk in every segment), stored as NumPy columns, so
+opening a store costs one read per array name, made lazily on first use.
+
+Chunk keys are ``(aid, cid)``: ``aid`` is the store-unique id of one array instance (one
+``define_array`` call in one dataset), ``cid`` the row-major chunk id in its grid. A
+re-created array gets a new ``aid`` and so never sees the chunks of a deleted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from . import codecs
+from .errors import CorruptStoreError
+
+FRAME_COLUMNS = {"seg": np.int64, "off": np.int64, "clen": np.int64, "rlen": np.int64, "crc": np.uint32}
+CHUNK_COLUMNS = {
+    "aid": np.int64,
+    "cid": np.int64,
+    "frame": np.int64,
+    "foff": np.int64,
+    "nbytes": np.int64,
+    "nn": np.int64,
+    "mn": np.int64,
+    "mx": np.int64,
+    "has": np.uint8,
+}
+INDEX_VERSION = 1
+
+
+@dataclass
+class ChunkIndex:
+    """Columnar index of every live chunk of one array name, sorted by ``(aid, cid)``."""
+
+    segments: list[str] = field(default_factory=list)
+    frames: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.empty(0, t) for k, t in FRAME_COLUMNS.items()})
+    chunks: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.empty(0, t) for k, t in CHUNK_COLUMNS.items()})
+
+    def __len__(self) -> int:
+        return int(self.chunks["aid"].shape[0])
+
+    def rows_of(self, aid: int) -> slice:
+        """Row slice of one array instance (rows are sorted by aid first)."""
+        a = self.chunks["aid"]
+        return slice(int(np.searchsorted(a, aid, "left")), int(np.searchsorted(a, aid, "right")))
+
+    def encode(self, codec: str) -> tuple[bytes, int]:
+        obj = {
+            "v": INDEX_VERSION,
+            "segments": self.segments,
+            "frames": {k: np.ascontiguousarray(v, FRAME_COLUMNS[k]).tobytes() for k, v in self.frames.items()},
+            "chunks": {k: np.ascontiguousarray(v, CHUNK_COLUMNS[k]).tobytes() for k, v in self.chunks.items()},
+        }
+        raw = msgpack.packb(obj, use_bin_type=True)
+        return codecs.compress(codec, raw), len(raw)
+
+    @classmethod
+    def decode(cls, data: Any, codec: str, raw_size: int, where: str) -> "ChunkIndex":
+        try:
+            obj = msgpack.unpackb(codecs.decompress(codec, data, raw_size), raw=False)
+            idx = cls(
+                segments=list(obj["segments"]),
+                frames={k: np.frombuffer(obj["frames"][k], t) for k, t in FRAME_COLUMNS.items()},
+                chunks={k: np.frombuffer(obj["chunks"][k], t) for k, t in CHUNK_COLUMNS.items()},
+            )
+        except Exception as e:  # noqa: BLE001
+            raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e
+        n = len(idx)
+        if any(v.shape[0] != n for v in idx.chunks.values()) or (
+            n and (idx.chunks["frame"].max() >= idx.frames["seg"].shape[0] or idx.chunks["frame"].min() < 0)
+        ):
+            raise CorruptStoreError(f"{where}: chunk index is inconsistent")
+        return idx
+
+    def merged(self, new_segment: str, frames: dict[str, np.ndarray], chunks: dict[str, np.ndarray], live_aids: np.ndarray) -> "ChunkIndex":
+        """A new index with a segment's frames and chunks added; newer rows win, dead aids go."""
+        seg_no = len(self.segments)
+        nf = self.frames["seg"].shape[0]
+        frames = dict(frames)
+        frames["seg"] = np.full(frames["off"].shape[0], seg_no, np.int64)
+        chunks = dict(chunks)
+        chunks["frame"] = chunks["frame"] + nf
+        keep = np.isin(self.chunks["aid"], live_aids)
+        cols = {k: np.concatenate([self.chunks[k][keep], chunks[k].astype(t, copy=False)]) for k, t in CHUNK_COLUMNS.items()}
+        order = np.lexsort((cols["cid"], cols["aid"]))  # stable: for equal keys, new rows stay last
+        cols = {k: v[order] for k, v in cols.items()}
+        a, c = cols["aid"], cols["cid"]
+        if a.shape[0] > 1:
+            last = np.ones(a.shape[0], bool)
+            last[:-1] = (a[1:] != a[:-1]) | (c[1:] != c[:-1])
+            cols = {k: v[last] for k, v in cols.items()}
+        fr = {k: np.concatenate([self.frames[k], frames[k].astype(t, copy=False)]) for k, t in FRAME_COLUMNS.items()}
+        return ChunkIndex(self.segments + [new_segment], fr, cols)
+
+    def live_segments(self) -> set[int]:
+        """Segment numbers still referenced by some chunk."""
+        if not len(self):
+            return set()
+        return set(np.unique(self.frames["seg"][np.unique(self.chunks["frame"])]).tolist())

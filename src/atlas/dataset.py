@@ -1,0 +1,203 @@
+"""DatasetView: the handle on one dataset of a store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+
+from . import dtypes as D
+from ._box import int_tuple, read_box, write_box
+from ._meta import ArrayMeta, DatasetMeta, validate_name
+
+if TYPE_CHECKING:
+    from .store import Atlas
+
+
+def to_user(m: ArrayMeta, data: np.ndarray) -> np.ndarray:
+    """Storage-typed data -> what reads return (datetime64[ns] for timestamps)."""
+    if m.dtype == D.TIMESTAMP:
+        return data.view("datetime64[ns]")
+    return data
+
+
+class DatasetView:
+    """A handle on one dataset of an :class:`~atlas.Atlas`.
+
+    Every mutation (``define_array``, ``write_array``, ``set_attribute``, ...) changes the
+    parent store's in-memory state only; nothing reaches storage before ``Atlas.flush()``.
+    Reads see pending writes at once.
+    """
+
+    __slots__ = ("_atlas", "_name")
+
+    def __init__(self, atlas: "Atlas", name: str) -> None:
+        self._atlas = atlas
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The dataset name."""
+        return self._name
+
+    def _ds(self) -> DatasetMeta:
+        ds = self._atlas._meta.datasets.get(self._name)
+        if ds is None:
+            raise KeyError(f"dataset {self._name!r} no longer exists (deleted)")
+        return ds
+
+    def _array(self, name: str) -> ArrayMeta:
+        m = self._ds().arrays.get(name) if isinstance(name, str) else None
+        if m is None:
+            if not isinstance(name, str):
+                raise TypeError(f"array name must be a str, got {type(name).__name__}: {name!r}")
+            raise KeyError(f"array {name!r} is not defined in dataset {self._name!r}")
+        return m
+
+    def __repr__(self) -> str:
+        ds = self._atlas._meta.datasets.get(self._name)
+        if ds is None:
+            return f"DatasetView(name={self._name!r}, deleted)"
+        return f"DatasetView(name={self._name!r}, arrays={list(ds.arrays)!r}, attributes={len(ds.attrs)})"
+
+    # ------------------------------------------------------------------ schema
+    def list_arrays(self) -> list[str]:
+        """Names of the arrays defined in this dataset, in definition order."""
+        return list(self._ds().arrays)
+
+    def define_array(self, name: str, dtype: str, dims: Sequence[str], shape: Sequence[int],
+                     chunk_shape: Optional[Sequence[int]] = None, fill_value: Optional[Any] = None) -> None:
+        """Declare an N-dimensional array (no data is allocated).
+
+        ``dims``, ``shape`` and ``chunk_shape`` share one rank; ``chunk_shape`` defaults to
+        ``shape`` (one chunk). ``fill_value`` must match ``dtype`` (``TypeError``) and fit it
+        (``OverflowError``); unwritten cells read back as it, or as 0 / "" / NaT without one.
+        Raises ``FileExistsError`` if the dataset already has an array of that name.
+        """
+        validate_name(name, "array")
+        dt = D.canonical_dtype(dtype)
+        if isinstance(dims, str) or not hasattr(dims, "__len__"):
+            raise TypeError(f"dims of array {name!r} must be a sequence of str, got {dims!r}")
+        dims_t = tuple(dims)
+        for dname in dims_t:
+            if not isinstance(dname, str) or not dname:
+                raise TypeError(f"dims of array {name!r} must be non-empty str, got {dname!r}")
+        if len(set(dims_t)) != len(dims_t):
+            raise ValueError(f"dims of array {name!r} repeat a name: {list(dims_t)!r}")
+        shp = int_tuple(shape, f"shape of array {name!r}")
+        if len(shp) != len(dims_t):
+            raise ValueError(f"array {name!r}: dims {list(dims_t)!r} and shape {list(shp)!r} differ in rank")
+        if chunk_shape is None:
+            chk = tuple(max(1, s) for s in shp)
+        else:
+            chk = int_tuple(chunk_shape, f"chunk_shape of array {name!r}")
+            if len(chk) != len(shp):
+                raise ValueError(f"array {name!r}: chunk_shape {list(chk)!r} and shape {list(shp)!r} differ in rank")
+            if any(c < 1 for c in chk):
+                raise ValueError(f"array {name!r}: chunk sizes must be >= 1, got {list(chk)!r}")
+        fill = D.coerce_fill(dt, fill_value, name)
+        at = self._atlas
+        with at._engine.lock:
+            ds = self._ds()
+            if name in ds.arrays:
+                raise FileExistsError(f"array {name!r} is already defined in dataset {self._name!r} (delete_array first)")
+            aid = at._meta.new_id()
+            ds.arrays[name] = ArrayMeta(aid, dt, dims_t, shp, chk, fill)
+            at._dirty.add(aid)
+
+    def array_meta(self, array: str) -> Optional[dict[str, Any]]:
+        """``{"dtype", "shape", "chunk_shape", "dimension_names"}``, or None if not defined here."""
+        m = self._ds().arrays.get(array)
+        if m is None:
+            return None
+        return {"dtype": m.dtype, "shape": list(m.shape), "chunk_shape": list(m.chunk), "dimension_names": list(m.dims)}
+
+    def array_fill_value(self, array: str) -> Optional[Any]:
+        """The fill value given to ``define_array``, or None (no fill, or no such array)."""
+        m = self._ds().arrays.get(array)
+        return None if m is None else m.fill
+
+    def array_stats(self, array: str) -> Optional[dict[str, Any]]:
+        """``{"row_count", "null_count", "min", "max"}`` as of the last flush, or None.
+
+        ``row_count`` is the number of cells of the array; ``null_count`` counts unwritten
+        cells and cells equal to the fill value (NaN cells when the fill is NaN); NaN and NaT
+        are never min or max. None before the array's first flush or if not defined here.
+        """
+        m = self._ds().arrays.get(array)
+        if m is None or m.stats is None:
+            return None
+        s = m.stats
+        mn, mx = s["min"], s["max"]
+        if m.dtype == D.TIMESTAMP:
+            mn = None if mn is None else np.datetime64(int(mn), "ns")
+            mx = None if mx is None else np.datetime64(int(mx), "ns")
+        return {"row_count": m.row_count, "null_count": int(s["null_count"]), "min": mn, "max": mx}
+
+    def delete_array(self, name: str) -> None:
+        """Remove the array from this dataset (its chunks become garbage for ``compact``)."""
+        at = self._atlas
+        with at._engine.lock:
+            m = self._array(name)
+            del self._ds().arrays[name]
+            at._dirty.discard(m.aid)
+            at._changed = True
+
+    # ------------------------------------------------------------------ data
+    def write_array(self, name: str, start: Sequence[int], data: np.ndarray) -> None:
+        """Write ``data`` (exact dtype, C-contiguous) into the box starting at ``start``."""
+        m = self._array(name)
+        arr = D.to_storage(m.dtype, data, name)
+        s = write_box(m.shape, start, arr.shape, name)
+        at = self._atlas
+        at._engine.write(name, at._meta.physical.get(name), m, s, arr)
+        with at._engine.lock:
+            at._dirty.add(m.aid)
+
+    def read_array(self, name: str, start: Optional[Sequence[int]] = None,
+                   shape: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:
+        """Read the whole array, or the box ``start``/``shape``; None if not defined here.
+
+        A box of the wrong rank, negative, or out of bounds raises ``ValueError``.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"array name must be a str, got {type(name).__name__}: {name!r}")
+        m = self._ds().arrays.get(name)
+        if m is None:
+            return None
+        s, c = read_box(m.shape, start, shape, name)
+        at = self._atlas
+        out = at._engine.read(name, at._meta.physical.get(name), [m], s, c)
+        return to_user(m, out[0])
+
+    def read_arrays(self, names: Sequence[str], start: Optional[Sequence[int]] = None,
+                    shape: Optional[Sequence[int]] = None) -> dict[str, Optional[np.ndarray]]:
+        """Read several arrays with the same ``start``/``shape``: ``{name: ndarray | None}``."""
+        if isinstance(names, str):
+            raise TypeError("names must be a sequence of array names, not a single str")
+        return {n: self.read_array(n, start, shape) for n in names}
+
+    # ------------------------------------------------------------------ attributes
+    def set_attribute(self, key: str, value: Any, dtype: Optional[str] = None) -> None:
+        """Set a typed attribute (bool, int64, float64, string, timestamp_nanoseconds).
+
+        The type is inferred from ``value``; ``dtype`` forces one and is range-checked
+        (``dtype="int8"`` stores an int64 that must fit int8).
+        """
+        validate_name(key, "attribute")
+        self._set_attr(key, value, dtype)
+
+    def _set_attr(self, key: str, value: Any, dtype: Optional[str] = None) -> None:
+        kind, v = D.coerce_attribute(key, value, dtype)
+        with self._atlas._engine.lock:
+            self._ds().attrs[key] = (kind, v)
+            self._atlas._changed = True
+
+    def get_attribute(self, key: str) -> Any:
+        """The attribute's value, or None if it is not set."""
+        a = self._ds().attrs.get(key)
+        return None if a is None else D.attribute_value(*a)
+
+    def attributes(self) -> dict[str, Any]:
+        """Every attribute: ``{name: value}``."""
+        return {k: D.attribute_value(*a) for k, a in self._ds().attrs.items()}

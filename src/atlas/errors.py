@@ -1,0 +1,20 @@
+"""Exception classes.
+
+Every atlas error derives from :class:`AtlasError` *and* from the builtin exception
+users already catch (``ValueError``, ``OSError``, ...), so ``except ValueError`` keeps
+working while ``except atlas.AtlasError`` catches everything the library raises on purpose.
+"""
+
+from __future__ import annotations
+
+
+class AtlasError(Exception):
+    """Root of every error raised deliberately by atlas."""
+
+
+class CorruptStoreError(AtlasError, OSError):
+    """A file of the store is damaged: bad checksum, truncated, or unparsable."""
+
+
+class StoreFormatError(AtlasError, ValueError):
+    """The store was written in a format (or a format version) this library cannot read."""

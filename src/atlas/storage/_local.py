@@ -1,0 +1,171 @@
+"""Local-disk storage: pread for ranges, fsync + rename for durable atomic commits."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Sequence
+
+from ._base import Buffer, Storage
+
+
+class LocalStorage(Storage):
+    """A directory on a local (or network-mounted POSIX) file system."""
+
+    def __init__(self, root: str, *, create: bool = False) -> None:
+        self.root = os.path.abspath(root)
+        if create:
+            os.makedirs(self.root, exist_ok=True)
+        elif not os.path.isdir(self.root):
+            raise FileNotFoundError(f"no atlas store at {root!r}: directory does not exist")
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._dirty_dirs: set[str] = set()
+        self._pid = os.getpid()
+
+    # pickling: a path is all a worker needs
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (LocalStorage, (self.root,))
+
+    @property
+    def location(self) -> str:
+        return self.root
+
+    def _abs(self, path: str) -> str:
+        return os.path.join(self.root, *path.split("/"))
+
+    def _fd(self, path: str) -> int:
+        if self._pid != os.getpid():  # forked: descriptors are shared with the parent, reopen
+            self._fds = {}
+            self._pid = os.getpid()
+        fd = self._fds.get(path)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(path)
+                if fd is None:
+                    fd = os.open(self._abs(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                    self._fds[path] = fd
+        return fd
+
+    def read(self, path: str) -> bytes:
+        with open(self._abs(path), "rb") as f:
+            return f.read()
+
+    def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
+        fd = self._fd(path)
+        out: list[Buffer] = []
+        for s, e in zip(starts, ends):
+            n = int(e) - int(s)
+            b = os.pread(fd, n, int(s))
+            if len(b) != n:
+                from ..errors import CorruptStoreError
+
+                raise CorruptStoreError(
+                    f"{self._abs(path)}: truncated (wanted bytes {s}..{e}, file ends early)"
+                )
+            out.append(b)
+        return out
+
+    def write(self, path: str, data: Buffer) -> None:
+        full = self._abs(path)
+        d = os.path.dirname(full)
+        os.makedirs(d, exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self._dirty_dirs.add(d)
+        # a rewritten path (an orphan of an interrupted flush) must not be served from a stale fd
+        with self._lock:
+            fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def commit(self, path: str, data: Buffer) -> None:
+        full = self._abs(path)
+        d = os.path.dirname(full)
+        os.makedirs(d, exist_ok=True)
+        tmp = f"{full}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, full)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        _fsync_dir(d)
+
+    def barrier(self) -> None:
+        dirs, self._dirty_dirs = self._dirty_dirs, set()
+        for d in sorted(dirs):
+            _fsync_dir(d)
+            parent = os.path.dirname(d)
+            if parent.startswith(self.root):
+                _fsync_dir(parent)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._abs(path))
+
+    def delete(self, path: str) -> None:
+        with self._lock:
+            fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(self._abs(path))
+        except FileNotFoundError:
+            pass
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._abs(prefix) if prefix else self.root
+        out = []
+        for dirpath, _, files in os.walk(base):
+            rel = os.path.relpath(dirpath, self.root)
+            for f in files:
+                p = f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
+                out.append(p)
+        return sorted(out)
+
+    def size_of(self, paths: Sequence[str]) -> int:
+        total = 0
+        for p in paths:
+            try:
+                total += os.path.getsize(self._abs(p))
+            except FileNotFoundError:
+                pass
+        return total
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._fds = self._fds, {}
+        if self._pid == os.getpid():
+            for fd in fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,240 @@
+"""Atlas: one store of many datasets; lifecycle, registry, flush/compact and bulk reads."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import codecs
+from . import _metaio
+from ._box import read_box
+from ._engine import Engine
+from ._meta import META_PATH, ArrayMeta, DatasetMeta, StoreMeta, validate_name
+from .dataset import DatasetView, to_user
+from .storage import Storage, storage_for
+
+log = logging.getLogger(__name__)
+
+
+class Atlas:
+    """A store of many named datasets whose same-named arrays share physical files.
+
+    Create one with :meth:`Atlas.create`, open one with :meth:`Atlas.open`. Every mutation
+    stays in memory until :meth:`flush` (or :meth:`close`, or the end of a ``with`` block),
+    which persists everything atomically.
+    """
+
+    def __init__(self, storage: Storage, meta: StoreMeta, meta_format: str, meta_compression: str) -> None:
+        self._storage = storage
+        self._meta = meta
+        self._meta_format = meta_format
+        self._meta_compression = meta_compression
+        self._engine = Engine(storage, meta.codec)
+        self._dirty: set[int] = set()
+        self._changed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, source: Any, codec: str = "zstd", meta_format: str = "json", meta_compression: str = "none") -> "Atlas":
+        """Create a new, empty store at ``source`` (a directory path).
+
+        ``codec``: ``"zstd"`` | ``"lz4"`` | ``"none"`` (alias ``"uncompressed"``);
+        ``meta_format``: ``"json"`` | ``"msgpack"`` (alias ``"mp"``); ``meta_compression``:
+        ``"none"`` | ``"zstd"`` | ``"lz4"``. Raises ``FileExistsError`` if a store is already
+        there (an existing store is never wiped).
+        """
+        c = codecs.canonical_codec(codec)
+        mf = _metaio.canonical_meta_format(meta_format)
+        mc = _metaio.canonical_meta_compression(meta_compression)
+        storage = storage_for(source, create=True)
+        if storage.exists(META_PATH):
+            raise FileExistsError(f"an atlas store already exists at {storage.location!r}; use Atlas.open")
+        self = cls(storage, StoreMeta(codec=c), mf, mc)
+        self._commit()
+        log.info("created store at %s (codec=%s, meta=%s/%s)", storage.location, c, mf, mc)
+        return self
+
+    @classmethod
+    def open(cls, source: Any) -> "Atlas":
+        """Open an existing store; codec and metadata format/compression are detected."""
+        storage = storage_for(source, create=False)
+        try:
+            data = storage.read(META_PATH)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no atlas store at {storage.location!r} (missing {META_PATH})") from None
+        where = f"{storage.location}/{META_PATH}"
+        obj, fmt, comp = _metaio.decode(data, where)
+        return cls(storage, StoreMeta.from_dict(obj, where), fmt, comp)
+
+    def _commit(self) -> None:
+        data = _metaio.encode(self._meta.to_dict(), self._meta_format, self._meta_compression)
+        self._storage.commit(META_PATH, data)
+
+    def flush(self) -> None:
+        """Persist every pending change: one new segment per touched array name, then the metadata.
+
+        Atomic and durable: a crash at any moment leaves the previous or the new state.
+        On error the pending changes stay in memory, so the flush can be retried.
+        """
+        eng = self._engine
+        with eng.lock:
+            if not eng.pending and not self._dirty and not self._changed:
+                return
+            eng.flush(self._meta, self._dirty, self._commit)
+            n = len(self._dirty)
+            self._dirty = set()
+            self._changed = False
+        log.info("flushed %s (generation %d, %d array instances updated)", self._storage.location, self._meta.generation, n)
+
+    def close(self) -> None:
+        """Flush (the spec's alias); the store stays usable afterwards."""
+        self.flush()
+
+    def compact(self) -> None:
+        """Flush, then rewrite each array name's live chunks into one segment and delete the rest.
+
+        Reclaims the space of deleted datasets/arrays and overwritten chunks; reads are unchanged.
+        """
+        with self._engine.lock:
+            self.flush()
+            freed = self._engine.compact(self._meta, self._commit)
+        log.info("compacted %s: %d bytes freed", self._storage.location, freed)
+
+    def __enter__(self) -> "Atlas":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        # close() also when the block raised: what was done before the error is persisted,
+        # and the original exception propagates.
+        self.close()
+
+    def __repr__(self) -> str:
+        m = self._meta
+        return (f"Atlas({self._storage.location!r}, datasets={len(m.datasets)}, arrays={len(self.list_arrays())}, "
+                f"codec={m.codec!r}, meta_format={self._meta_format!r}, meta_compression={self._meta_compression!r}, "
+                f"generation={m.generation})")
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def codec(self) -> str:
+        """The chunk codec of this store."""
+        return self._meta.codec
+
+    @property
+    def meta_format(self) -> str:
+        return self._meta_format
+
+    @property
+    def meta_compression(self) -> str:
+        return self._meta_compression
+
+    # ------------------------------------------------------------------ datasets
+    def create_dataset(self, name: str) -> DatasetView:
+        """A new, empty dataset (``FileExistsError`` if the name is taken)."""
+        validate_name(name, "dataset")
+        with self._engine.lock:
+            if name in self._meta.datasets:
+                raise FileExistsError(f"dataset {name!r} already exists")
+            self._meta.datasets[name] = DatasetMeta(name)
+            self._changed = True
+        return DatasetView(self, name)
+
+    def open_dataset(self, name: str) -> DatasetView:
+        """The existing dataset ``name`` (``KeyError`` if there is none)."""
+        if not isinstance(name, str):
+            raise TypeError(f"dataset name must be a str, got {type(name).__name__}: {name!r}")
+        if name not in self._meta.datasets:
+            raise KeyError(f"no dataset named {name!r}")
+        return DatasetView(self, name)
+
+    def delete_dataset(self, name: str) -> None:
+        """Remove a dataset and its arrays (``KeyError`` if there is none); persisted by the next flush."""
+        with self._engine.lock:
+            ds = self._meta.datasets.pop(name, None) if isinstance(name, str) else None
+            if ds is None:
+                raise KeyError(f"no dataset named {name!r}")
+            for m in ds.arrays.values():
+                self._dirty.discard(m.aid)
+            self._changed = True
+
+    def list_datasets(self) -> list[str]:
+        """Dataset names in creation order."""
+        return list(self._meta.datasets)
+
+    def list_arrays(self) -> list[str]:
+        """Distinct array names across all datasets, in first-definition order."""
+        seen: dict[str, None] = {}
+        for ds in self._meta.datasets.values():
+            for a in ds.arrays:
+                seen.setdefault(a, None)
+        return list(seen)
+
+    def dataset_exists(self, name: str) -> bool:
+        """Whether a dataset of that name exists."""
+        return isinstance(name, str) and name in self._meta.datasets
+
+    # ------------------------------------------------------------------ bulk reads
+    def _instances(self, array: str, dataset_names: Sequence[str]) -> list[Optional[ArrayMeta]]:
+        if not isinstance(array, str):
+            raise TypeError(f"array name must be a str, got {type(array).__name__}: {array!r}")
+        if isinstance(dataset_names, str):
+            raise TypeError("dataset_names must be a sequence of names, not a single str")
+        names = list(dataset_names)
+        if not names:
+            raise ValueError("dataset_names is empty")
+        out = []
+        for n in names:
+            ds = self._meta.datasets.get(n) if isinstance(n, str) else None
+            if ds is None:
+                raise KeyError(f"no dataset named {n!r}")
+            out.append(ds.arrays.get(array))
+        return out
+
+    def read_array_across(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
+                          shape: Optional[Sequence[int]] = None) -> list[Optional[np.ndarray]]:
+        """Read the same box of ``array`` from each dataset: a list with None where it is missing."""
+        metas = self._instances(array, dataset_names)
+        result: list[Optional[np.ndarray]] = [None] * len(metas)
+        groups: dict[Any, list[int]] = {}
+        for i, m in enumerate(metas):
+            if m is not None:
+                s, c = read_box(m.shape, start, shape, array)
+                groups.setdefault((m.dtype, s, c), []).append(i)
+        phys = self._meta.physical.get(array)
+        for (_, s, c), idxs in groups.items():
+            ms = [metas[i] for i in idxs]
+            out = self._engine.read(array, phys, ms, s, c)  # type: ignore[arg-type]
+            for k, i in enumerate(idxs):
+                result[i] = to_user(ms[k], out[k])  # type: ignore[arg-type]
+        return result
+
+    def read_array_across_stacked(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
+                                  shape: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Read the same box of ``array`` from every dataset into one ``(N, *shape)`` array.
+
+        Every dataset must define the array with one dtype (``TypeError`` otherwise) and the
+        box must resolve to one shape in all of them (``ValueError``); a dataset lacking the
+        array raises ``KeyError``.
+        """
+        metas = self._instances(array, dataset_names)
+        m0 = None
+        box = None
+        for n, m in zip(dataset_names, metas):
+            if m is None:
+                raise KeyError(f"dataset {n!r} has no array {array!r}")
+            b = read_box(m.shape, start, shape, array)
+            if m0 is None:
+                m0, box = m, b
+                continue
+            if m.dtype != m0.dtype:
+                raise TypeError(f"array {array!r} is {m.dtype} in dataset {n!r} but {m0.dtype} in {dataset_names[0]!r}")
+            if b[1] != box[1]:  # type: ignore[index]
+                raise ValueError(
+                    f"array {array!r} reads as shape {list(b[1])} in dataset {n!r} but {list(box[1])} in "  # type: ignore[index]
+                    f"{dataset_names[0]!r}; pass an explicit start/shape"
+                )
+        s, c = box  # type: ignore[misc]
+        out = self._engine.read(array, self._meta.physical.get(array), metas, s, c)  # type: ignore[arg-type]
+        return to_user(m0, out)  # type: ignore[arg-type]
