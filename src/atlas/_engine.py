@@ -9,24 +9,40 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import _executor, codecs
 from ._chunks import Pending, decode_strings, encode_strings
-from ._kernels.gather import copy_boxes
-from ._kernels.grid import lookup, plan_box, valid_shapes
-from ._kernels.stats import chunk_stats
 from ._meta import ArrayMeta, Physical, StoreMeta
 from ._segments import CHUNK_COLUMNS, FRAME_COLUMNS, ChunkIndex
 from .errors import CorruptStoreError
 from .storage import Storage
 
-SOLO_FRAME = 256 * 1024  # a chunk this large is compressed on its own, when it is written
-FRAME_TARGET = 256 * 1024  # smaller chunks are packed into frames of about this raw size
+SOLO_FRAME = 16 * 1024  # a chunk this large is compressed on its own, when it is written
+FRAME_TARGET = 64 * 1024  # smaller chunks are packed into frames of about this raw size
+FRAME_CACHE_BYTES = 32 * 1024 * 1024  # decoded packed frames kept for neighbouring small-chunk reads
 COALESCE_GAP = 64 * 1024  # frames of one segment closer than this are fetched in one read
 PARALLEL_MIN_BYTES = 256 * 1024  # below this much decoded data a request stays on the caller's thread
+
+
+class _Kernels:
+    """Kernels resolved on first use, so ``import atlas`` does not import numba."""
+
+    def __getattr__(self, name: str) -> Any:
+        from ._kernels import gather, grid, stats
+
+        for mod in (grid, gather, stats):
+            if hasattr(mod, name):
+                fn = getattr(mod, name)
+                setattr(self, name, fn)
+                return fn
+        raise AttributeError(name)
+
+
+K = _Kernels()
 
 
 def wide_dtype(sd: np.dtype) -> np.dtype:
@@ -55,6 +71,8 @@ class Engine:
         self.lock = threading.RLock()
         self._indexes: dict[str, ChunkIndex] = {}
         self.pending: dict[str, dict[tuple[int, int], Pending]] = {}
+        self._cache: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._cache_bytes = 0
 
     # ------------------------------------------------------------------ index
     def index(self, name: str, phys: Physical | None) -> ChunkIndex:
@@ -105,6 +123,29 @@ class Engine:
                     out[int(sel[j])] = mv[int(o[j]) - base:int(e[j]) - base]
         return out
 
+    def _cached(self, idx: ChunkIndex, f: int) -> Any:
+        """A decoded packed frame from the cache, or None."""
+        key = (idx.segments[int(idx.frames["seg"][f])], int(idx.frames["off"][f]))
+        with self.lock:
+            raw = self._cache.get(key)
+            if raw is not None:
+                self._cache.move_to_end(key)
+        return raw
+
+    def _remember(self, idx: ChunkIndex, f: int, raw: Any) -> None:
+        """Keep a decoded frame that packs several small chunks (segments are immutable, so never stale)."""
+        n = len(raw)
+        if n > FRAME_TARGET:
+            return
+        key = (idx.segments[int(idx.frames["seg"][f])], int(idx.frames["off"][f]))
+        with self.lock:
+            if key not in self._cache:
+                self._cache[key] = raw
+                self._cache_bytes += n
+                while self._cache_bytes > FRAME_CACHE_BYTES and self._cache:
+                    _, old = self._cache.popitem(last=False)
+                    self._cache_bytes -= len(old)
+
     def _decode(self, idx: ChunkIndex, f: int, data: Any) -> Any:
         if codecs.checksum(data) != int(idx.frames["crc"][f]):
             seg = idx.segments[int(idx.frames["seg"][f])]
@@ -140,7 +181,7 @@ class Engine:
             groups.setdefault(m.layout_key(), []).append(i)
         for slots in groups.values():
             m = metas[slots[0]]
-            ids, src, dst, box = plan_box(m.kshape, m.kchunk, kstart, kcount)
+            ids, src, dst, box = K.plan_box(m.kshape, m.kchunk, kstart, kcount)
             c = ids.shape[0]
             if c == 0:
                 continue
@@ -150,7 +191,7 @@ class Engine:
             qc = np.tile(ids, g)
             pslot = np.repeat(np.asarray(slots, np.int64), c)
             pc = np.tile(np.arange(c, dtype=np.int64), g)
-            pos = lookup(idx.chunks["aid"], idx.chunks["cid"], qa, qc)
+            pos = K.lookup(idx.chunks["aid"], idx.chunks["cid"], qa, qc)
             hits: list[tuple[int, Pending]] = []
             pend = self.pending.get(name)
             if pend:
@@ -188,7 +229,7 @@ class Engine:
         isz = m.sdtype.itemsize
         plane = int(np.prod(kcount)) * isz
         npc = len(pcs)
-        copy_boxes(
+        K.copy_boxes(
             np.frombuffer(raw, np.uint8), foff.astype(np.int64, copy=False),
             np.tile(m.kchunk, (npc, 1)), src[pcs], out.reshape(-1).view(np.uint8),
             slots.astype(np.int64, copy=False) * plane, kcount, dst[pcs], box[pcs], isz,
@@ -201,11 +242,22 @@ class Engine:
         fr, pos, pslot, pc = fr[order], pos[order], pslot[order], pc[order]
         uf, first = np.unique(fr, return_index=True)
         bounds = np.append(first, len(fr))
-        blobs = self._fetch(idx, uf)
+        cached = [self._cached(idx, f) for f in uf.tolist()] if self._cache else [None] * len(uf)
+        todo = np.asarray([k for k, c in enumerate(cached) if c is None], np.int64)
+        blobs = list(cached)
+        if todo.size:
+            for k, b in zip(todo.tolist(), self._fetch(idx, uf[todo])):
+                blobs[k] = b
         foff = idx.chunks["foff"][pos]
+        packed = idx.frames["rlen"][uf] <= FRAME_TARGET
 
         def work(k: int) -> None:
-            raw = self._decode(idx, int(uf[k]), blobs[k])
+            if cached[k] is not None:
+                raw = cached[k]
+            else:
+                raw = self._decode(idx, int(uf[k]), blobs[k])
+                if packed[k]:
+                    self._remember(idx, int(uf[k]), raw)
             sl = slice(int(bounds[k]), int(bounds[k + 1]))
             self._copy_from_chunk(m, raw, foff[sl], pc[sl], pslot[sl], src, dst, box, out, kcount)
 
@@ -222,7 +274,7 @@ class Engine:
             o = 0
         else:
             idx = self.index(name, phys)
-            pos = int(lookup(idx.chunks["aid"], idx.chunks["cid"], np.asarray([m.aid]), np.asarray([cid]))[0])
+            pos = int(K.lookup(idx.chunks["aid"], idx.chunks["cid"], np.asarray([m.aid]), np.asarray([cid]))[0])
             if pos < 0:
                 return None
             f = int(idx.chunks["frame"][pos])
@@ -237,11 +289,11 @@ class Engine:
         """Buffer ``data`` (storage-typed, C-contiguous) at ``start`` as pending chunks."""
         kstart, kcount = _pad(start), _pad_count(data.shape)
         d = data.reshape(tuple(kcount.tolist()))
-        ids, src, dst, box = plan_box(m.kshape, m.kchunk, kstart, kcount)
+        ids, src, dst, box = K.plan_box(m.kshape, m.kchunk, kstart, kcount)
         k = ids.shape[0]
         if k == 0:
             return
-        valid = valid_shapes(m.kshape, m.kchunk, ids)
+        valid = K.valid_shapes(m.kshape, m.kchunk, ids)
         full = (box == valid).all(1) & (src == 0).all(1)
         chunk_shape = tuple(m.kchunk.tolist())
         if m.is_string:
@@ -261,7 +313,7 @@ class Engine:
             if base is not None:
                 buf[j * ce:(j + 1) * ce] = base.reshape(-1)
         bu8 = buf.view(np.uint8)
-        copy_boxes(d.reshape(-1).view(np.uint8), np.zeros(k, np.int64), np.tile(kcount, (k, 1)), dst,
+        K.copy_boxes(d.reshape(-1).view(np.uint8), np.zeros(k, np.int64), np.tile(kcount, (k, 1)), dst,
                    bu8, np.arange(k, dtype=np.int64) * cb, m.kchunk, src, box, isz)
         nn, mn, mx, has = self._chunk_stats(m, buf, valid)
         if cb >= SOLO_FRAME:
@@ -283,7 +335,7 @@ class Engine:
         fill_is_nan = sd.kind == "f" and bool(np.isnan(fill))
         is_ts = m.dtype == "timestamp_nanoseconds"
         skip = sd.type(np.iinfo(np.int64).min) if is_ts else sd.type(0)
-        nn, mn, mx, has = chunk_stats(buf, m.kchunk, valid, has_fill, fill, fill_is_nan, sd.kind == "f", is_ts, skip)
+        nn, mn, mx, has = K.chunk_stats(buf, m.kchunk, valid, has_fill, fill, fill_is_nan, sd.kind == "f", is_ts, skip)
         w = wide_dtype(sd)
         return nn, mn.astype(w).view(np.int64), mx.astype(w).view(np.int64), has
 
@@ -401,7 +453,7 @@ class Engine:
         mask = np.zeros(m.shape, bool)
         if not cids:
             return mask.ravel()
-        ids, src, dst, box = plan_box(m.kshape, m.kchunk, np.zeros(len(m.shape), np.int64), m.kshape)
+        ids, src, dst, box = K.plan_box(m.kshape, m.kchunk, np.zeros(len(m.shape), np.int64), m.kshape)
         for j, cid in enumerate(ids.tolist()):
             if cid in cids:
                 mask[tuple(slice(a, a + b) for a, b in zip(dst[j], box[j]))] = True

@@ -132,6 +132,9 @@ class DatasetView:
         if m.dtype == D.TIMESTAMP:
             mn = None if mn is None else np.datetime64(int(mn), "ns")
             mx = None if mx is None else np.datetime64(int(mx), "ns")
+        elif not m.is_string:
+            mn = None if mn is None else m.sdtype.type(mn)
+            mx = None if mx is None else m.sdtype.type(mx)
         return {"row_count": m.row_count, "null_count": int(s["null_count"]), "min": mn, "max": mx}
 
     def delete_array(self, name: str) -> None:
