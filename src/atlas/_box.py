@@ -9,6 +9,10 @@ import numpy as np
 
 def int_tuple(value: Any, what: str, ndim: int | None = None) -> tuple[int, ...]:
     """A tuple of non-negative ints, checked for rank; ``TypeError``/``ValueError`` otherwise."""
+    if type(value) in (list, tuple) and all(type(v) is int and v >= 0 for v in value):
+        if ndim is not None and len(value) != ndim:
+            raise ValueError(f"{what} has rank {len(value)} but the array has {ndim} dimension(s): {list(value)!r}")
+        return tuple(value)
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
         raise TypeError(f"{what} must be a sequence of ints, got {type(value).__name__}: {value!r}")
     out = []
@@ -26,6 +30,8 @@ def int_tuple(value: Any, what: str, ndim: int | None = None) -> tuple[int, ...]
 def read_box(shape: Sequence[int], start: Any, count: Any, array: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Resolve a read's ``start``/``shape`` (either may be None) against the array shape."""
     nd = len(shape)
+    if start is None and count is None:
+        return (0,) * nd, tuple(shape)
     s = (0,) * nd if start is None else int_tuple(start, f"start of read of {array!r}", nd)
     c = tuple(a - b for a, b in zip(shape, s)) if count is None else int_tuple(count, f"shape of read of {array!r}", nd)
     for d in range(nd):

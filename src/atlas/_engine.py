@@ -71,7 +71,7 @@ class Engine:
         self.lock = threading.RLock()
         self._indexes: dict[str, ChunkIndex] = {}
         self.pending: dict[str, dict[tuple[int, int], Pending]] = {}
-        self._cache: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
         self._cache_bytes = 0
 
     # ------------------------------------------------------------------ index
@@ -125,19 +125,14 @@ class Engine:
 
     def _cached(self, idx: ChunkIndex, f: int) -> Any:
         """A decoded packed frame from the cache, or None."""
-        key = (idx.segments[int(idx.frames["seg"][f])], int(idx.frames["off"][f]))
-        with self.lock:
-            raw = self._cache.get(key)
-            if raw is not None:
-                self._cache.move_to_end(key)
-        return raw
+        return self._cache.get((idx.uid, f))
 
     def _remember(self, idx: ChunkIndex, f: int, raw: Any) -> None:
-        """Keep a decoded frame that packs several small chunks (segments are immutable, so never stale)."""
+        """Keep a decoded frame that packs small chunks (frames are immutable: never stale); FIFO eviction."""
         n = len(raw)
         if n > FRAME_TARGET:
             return
-        key = (idx.segments[int(idx.frames["seg"][f])], int(idx.frames["off"][f]))
+        key = (idx.uid, f)
         with self.lock:
             if key not in self._cache:
                 self._cache[key] = raw
@@ -172,6 +167,8 @@ class Engine:
         """
         n = len(metas)
         m0 = metas[0]
+        if n == 1 and m0.single_chunk and not m0.is_string:
+            return self._read_single_chunk(name, phys, m0, start, count)[None]
         kstart, kcount = _pad(start), _pad_count(count)
         sd = m0.sdtype
         out = np.empty((n,) + tuple(kcount.tolist()), sd)
@@ -212,6 +209,33 @@ class Engine:
                 sel = np.asarray([pc[j]])
                 self._copy_from_chunk(m, self._pending_bytes(p), np.zeros(1, np.int64), sel, np.asarray([pslot[j]]), src, dst, box, out, kcount)
         return out.reshape((n,) + tuple(count))
+
+    def _read_single_chunk(self, name: str, phys: Physical | None, m: ArrayMeta, start: Sequence[int], count: Sequence[int]) -> np.ndarray:
+        """Fast path: a box of an array stored as one chunk (numpy slices the decoded chunk)."""
+        pend = self.pending.get(name)
+        p = pend.get((m.aid, 0)) if pend else None
+        if p is not None:
+            raw, o = self._pending_bytes(p), 0
+        else:
+            idx = self.index(name, phys)
+            a = idx.chunks["aid"]
+            r = int(np.searchsorted(a, m.aid))
+            if r >= a.shape[0] or a[r] != m.aid:
+                return np.full(tuple(count), m.fill_storage, m.sdtype)
+            f = int(idx.chunks["frame"][r])
+            o = int(idx.chunks["foff"][r])
+            raw = self._cached(idx, f) if self._cache else None
+            if raw is None:
+                raw = self._decode(idx, f, self._fetch(idx, np.asarray([f]))[0])
+                if int(idx.frames["rlen"][f]) <= FRAME_TARGET:
+                    self._remember(idx, f, raw)
+        chunk = np.frombuffer(raw, m.sdtype, m.chunk_elems, o)
+        if not m.shape:
+            return chunk.reshape(()).copy()
+        chunk = chunk.reshape(m.shape)
+        if tuple(count) != m.shape:
+            chunk = chunk[tuple(slice(a, a + b) for a, b in zip(start, count))]
+        return chunk.copy()
 
     def _copy_from_chunk(self, m: ArrayMeta, raw: Any, foff: np.ndarray, pcs: np.ndarray, slots: np.ndarray,
                          src: np.ndarray, dst: np.ndarray, box: np.ndarray, out: np.ndarray, kcount: np.ndarray) -> None:
@@ -287,6 +311,18 @@ class Engine:
     # ------------------------------------------------------------------ writes
     def write(self, name: str, phys: Physical | None, m: ArrayMeta, start: Sequence[int], data: np.ndarray) -> None:
         """Buffer ``data`` (storage-typed, C-contiguous) at ``start`` as pending chunks."""
+        if m.single_chunk and not m.is_string and data.shape == m.shape:
+            # the write is the whole one-chunk array: its bytes are the chunk; stats wait for the flush
+            nb = data.nbytes
+            if nb >= SOLO_FRAME:
+                raw = data.reshape(-1)
+                nn, mn, mx, has = self._chunk_stats(m, raw, m.kchunk.reshape(1, -1))
+                entry = Pending(None, codecs.compress(self.codec, raw.view(np.uint8)), nb, int(nn[0]), int(mn[0]), int(mx[0]), bool(has[0]))
+            else:
+                entry = Pending(data.tobytes(), None, nb, -1, 0, 0, False)
+            with self.lock:
+                self.pending.setdefault(name, {})[(m.aid, 0)] = entry
+            return
         kstart, kcount = _pad(start), _pad_count(data.shape)
         d = data.reshape(tuple(kcount.tolist()))
         ids, src, dst, box = K.plan_box(m.kshape, m.kchunk, kstart, kcount)
@@ -420,6 +456,57 @@ class Engine:
         footer, rawlen = new.encode(self.codec)
         return path, body + footer, new, (path, len(body), len(footer), rawlen, codecs.checksum(footer))
 
+    def _deferred_stats(self, metas: dict[int, ArrayMeta]) -> None:
+        """Compute the chunk stats left for the flush, one kernel call per (dtype, chunk shape, fill)."""
+        groups: dict[tuple[Any, ...], list[Pending]] = {}
+        owners: dict[tuple[Any, ...], ArrayMeta] = {}
+        for pend in self.pending.values():
+            for (aid, _), p in pend.items():
+                if p.nn < 0 and aid in metas:
+                    m = metas[aid]
+                    key = (m.dtype, tuple(m.kchunk.tolist()), repr(m.fill))
+                    groups.setdefault(key, []).append(p)
+                    owners.setdefault(key, m)
+        for key, ps in groups.items():
+            m = owners[key]
+            buf = np.frombuffer(b"".join(p.raw for p in ps), m.sdtype)  # type: ignore[misc]
+            nn, mn, mx, has = self._chunk_stats(m, buf, np.tile(m.kchunk, (len(ps), 1)))
+            for p, a, b, c, d in zip(ps, nn.tolist(), mn.tolist(), mx.tolist(), has.tolist()):
+                p.nn, p.mn, p.mx, p.has = a, b, c, d
+
+    def batch_stats(self, name: str, phys: Physical | None, metas: list[ArrayMeta], idx: ChunkIndex) -> list[dict[str, Any]]:
+        """Stats of many instances of one array name, from the index columns (vectorised)."""
+        out: list[dict[str, Any]] = [{}] * len(metas)
+        a = idx.chunks["aid"]
+        aids = np.fromiter((m.aid for m in metas), np.int64, len(metas))
+        lo = np.searchsorted(a, aids, "left")
+        hi = np.searchsorted(a, aids, "right")
+        csum = np.concatenate([[0], np.cumsum(idx.chunks["nn"])])
+        nn = (csum[hi] - csum[lo]).tolist()
+        single = (hi - lo) == 1
+        has = idx.chunks["has"].astype(bool)
+        views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for i, m in enumerate(metas):
+            if m.is_string:
+                out[i] = self.instance_stats(name, phys, m, idx)
+                continue
+            w = wide_dtype(m.sdtype)
+            if w.char not in views:
+                views[w.char] = (idx.chunks["mn"].view(w), idx.chunks["mx"].view(w))
+            mnv, mxv = views[w.char]
+            mn = mx = None
+            if single[i]:
+                r = int(lo[i])
+                if has[r]:
+                    mn, mx = mnv[r].item(), mxv[r].item()
+            elif hi[i] > lo[i]:
+                sl = slice(int(lo[i]), int(hi[i]))
+                h = has[sl]
+                if h.any():
+                    mn, mx = mnv[sl][h].min().item(), mxv[sl][h].max().item()
+            out[i] = {"null_count": m.row_count - int(nn[i]), "min": mn, "max": mx}
+        return out
+
     def instance_stats(self, name: str, phys: Physical | None, m: ArrayMeta, idx: ChunkIndex) -> dict[str, Any]:
         """``null_count`` / ``min`` / ``max`` of one array instance (numeric: from the index columns)."""
         rows = idx.rows_of(m.aid)
@@ -468,9 +555,11 @@ class Engine:
             new_idx: dict[str, ChunkIndex] = {}
             new_loc: dict[str, tuple[str, int, int, int, int]] = {}
             writes: list[tuple[str, bytes]] = []
+            metas = {m.aid: m for ds in meta.datasets.values() for m in ds.arrays.values()}
+            self._deferred_stats(metas)
             for name, pend in self.pending.items():
                 la = live.get(name, np.empty(0, np.int64))
-                items = sorted((k, p) for k, p in pend.items() if k[0] in set(la.tolist()))
+                items = sorted((k, p) for k, p in pend.items() if k[0] in metas)
                 if not items:
                     continue
                 phys = meta.physical_for(name)
@@ -481,13 +570,16 @@ class Engine:
             self.storage.barrier()
             # stats of every instance defined or written since the last flush
             old_stats: list[tuple[ArrayMeta, Any]] = []
+            by_name: dict[str, list[ArrayMeta]] = {}
             for ds in meta.datasets.values():
                 for name, m in ds.arrays.items():
                     if m.aid in dirty:
-                        idx = new_idx.get(name) or self.index(name, meta.physical.get(name))
-                        st = self.instance_stats(name, meta.physical.get(name), m, idx)
-                        old_stats.append((m, m.stats))
-                        m.stats = st
+                        by_name.setdefault(name, []).append(m)
+            for name, ms in by_name.items():
+                idx = new_idx.get(name) or self.index(name, meta.physical.get(name))
+                for m, st in zip(ms, self.batch_stats(name, meta.physical.get(name), ms, idx)):
+                    old_stats.append((m, m.stats))
+                    m.stats = st
             old_loc = {name: meta.physical[name].index for name in new_loc}
             old_gen = meta.generation
             try:

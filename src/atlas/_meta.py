@@ -11,13 +11,27 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from . import dtypes as D
 from .errors import CorruptStoreError, StoreFormatError
+
+class cached_property:  # noqa: N801 - functools' version takes a lock per first access on 3.10/3.11
+    """A lock-free cached property (values are pure functions of immutable fields)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        v = obj.__dict__[self.name] = self.fn(obj)
+        return v
+
 
 FORMAT_VERSION = 1
 META_PATH = "atlas.meta"
@@ -49,6 +63,25 @@ def validate_name(name: Any, what: str) -> str:
     return name
 
 
+class Layout:
+    """Values derived from a schema, computed once per distinct schema (kernels use rank >= 1)."""
+
+    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "sdtype", "chunk_elems", "fill_storage")
+
+    def __init__(self, dtype: str, shape: tuple[int, ...], chunk: tuple[int, ...], fill: Any) -> None:
+        kc = tuple(max(1, min(c, s)) for c, s in zip(chunk, shape)) if shape else (1,)
+        self.kshape = np.asarray(shape or (1,), np.int64)
+        self.kchunk = np.asarray(kc, np.int64)
+        self.kchunk_t = kc
+        self.single_chunk = all(c >= s for c, s in zip(kc, shape or (1,)))
+        self.sdtype = D.storage_dtype(dtype)
+        self.chunk_elems = math.prod(kc)
+        self.fill_storage = D.fill_storage_value(dtype, fill)
+
+
+_LAYOUTS: dict[tuple[Any, ...], Layout] = {}
+
+
 @dataclass
 class ArrayMeta:
     """Schema of one array instance inside one dataset."""
@@ -61,29 +94,40 @@ class ArrayMeta:
     fill: Any = None
     stats: dict[str, Any] | None = None
 
-    # ---- derived values (arrays are padded to rank 1 so kernels never see 0-D)
+    # ---- derived values, shared by every instance of the same layout
     @cached_property
-    def kshape(self) -> np.ndarray:
-        return np.asarray(self.shape or (1,), np.int64)
+    def layout(self) -> "Layout":
+        key = (self.dtype, self.shape, self.chunk, repr(self.fill))
+        lay = _LAYOUTS.get(key)
+        if lay is None:
+            lay = _LAYOUTS[key] = Layout(self.dtype, self.shape, self.chunk, self.fill)
+        return lay
 
-    @cached_property
+    @property
+    def kshape(self) -> np.ndarray:
+        return self.layout.kshape
+
+    @property
     def kchunk(self) -> np.ndarray:
         """Effective chunk shape: never larger than the array (so padding stays bounded)."""
-        if not self.shape:
-            return np.ones(1, np.int64)
-        return np.asarray([max(1, min(c, s)) for c, s in zip(self.chunk, self.shape)], np.int64)
+        return self.layout.kchunk
 
-    @cached_property
+    @property
+    def single_chunk(self) -> bool:
+        """The whole array is one chunk (the default chunking)."""
+        return self.layout.single_chunk
+
+    @property
     def sdtype(self) -> np.dtype:
-        return D.storage_dtype(self.dtype)
+        return self.layout.sdtype
 
-    @cached_property
+    @property
     def chunk_elems(self) -> int:
-        return int(np.prod(self.kchunk))
+        return self.layout.chunk_elems
 
-    @cached_property
+    @property
     def fill_storage(self) -> Any:
-        return D.fill_storage_value(self.dtype, self.fill)
+        return self.layout.fill_storage
 
     @property
     def is_string(self) -> bool:
@@ -94,39 +138,43 @@ class ArrayMeta:
         return int(np.prod(self.shape)) if self.shape else 1
 
     def layout_key(self) -> tuple[Any, ...]:
-        return (self.dtype, self.shape, tuple(self.kchunk.tolist()))
+        return (self.dtype, self.shape, self.layout.kchunk_t)
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "aid": self.aid,
-            "dtype": self.dtype,
-            "dims": list(self.dims),
-            "shape": list(self.shape),
-            "chunk": list(self.chunk),
-        }
+    def schema_key(self) -> tuple[Any, ...]:
+        return (self.dtype, self.dims, self.shape, self.chunk, repr(self.fill))
+
+    def schema_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"dtype": self.dtype, "dims": list(self.dims), "shape": list(self.shape), "chunk": list(self.chunk)}
         if self.fill is not None:
             d["fill"] = f2j(self.fill)
-        if self.stats is not None:
-            s = dict(self.stats)
-            for k in ("min", "max"):
-                s[k] = f2j(s[k])
-            d["stats"] = s
         return d
 
+    def to_row(self, schema_no: int) -> list[Any]:
+        """``[aid, schema number, stats]`` with stats ``[null_count, min, max]`` or None."""
+        st = self.stats
+        return [self.aid, schema_no, None if st is None else [st["null_count"], f2j(st["min"]), f2j(st["max"])]]
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ArrayMeta":
+    def from_row(cls, row: list[Any], schema: "ArrayMeta") -> "ArrayMeta":
+        st = row[2]
+        stats = None
+        if st is not None:
+            mn, mx = st[1], st[2]
+            if schema.dtype in D.NUMERIC and D.NUMERIC[schema.dtype].kind == "f":
+                mn = None if mn is None else j2f(mn)
+                mx = None if mx is None else j2f(mx)
+            stats = {"null_count": int(st[0]), "min": mn, "max": mx}
+        m = cls(int(row[0]), schema.dtype, schema.dims, schema.shape, schema.chunk, schema.fill, stats)
+        m.__dict__["layout"] = schema.layout
+        return m
+
+    @classmethod
+    def schema_from_dict(cls, d: dict[str, Any]) -> "ArrayMeta":
         dtype = d["dtype"]
         fill = d.get("fill")
         if fill is not None and dtype in D.NUMERIC and D.NUMERIC[dtype].kind == "f":
             fill = j2f(fill)
-        stats = d.get("stats")
-        if stats is not None and dtype in D.NUMERIC and D.NUMERIC[dtype].kind == "f":
-            stats = dict(stats)
-            for k in ("min", "max"):
-                if stats[k] is not None:
-                    stats[k] = j2f(stats[k])
-        return cls(int(d["aid"]), dtype, tuple(d["dims"]), tuple(int(x) for x in d["shape"]),
-                   tuple(int(x) for x in d["chunk"]), fill, stats)
+        return cls(0, dtype, tuple(d["dims"]), tuple(int(x) for x in d["shape"]), tuple(int(x) for x in d["chunk"]), fill)
 
 
 @dataclass
@@ -135,19 +183,19 @@ class DatasetMeta:
     attrs: dict[str, tuple[str, Any]] = field(default_factory=dict)
     arrays: dict[str, ArrayMeta] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, schema_no: Any) -> dict[str, Any]:
         return {
             "name": self.name,
             "attrs": {k: [t, f2j(v)] for k, (t, v) in self.attrs.items()},
-            "arrays": {k: a.to_dict() for k, a in self.arrays.items()},
+            "arrays": {k: a.to_row(schema_no(a)) for k, a in self.arrays.items()},
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DatasetMeta":
+    def from_dict(cls, d: dict[str, Any], schemas: list[ArrayMeta]) -> "DatasetMeta":
         attrs = {}
         for k, (t, v) in d["attrs"].items():
             attrs[k] = (t, j2f(v) if t == "float64" else v)
-        return cls(d["name"], attrs, {k: ArrayMeta.from_dict(a) for k, a in d["arrays"].items()})
+        return cls(d["name"], attrs, {k: ArrayMeta.from_row(r, schemas[r[1]]) for k, r in d["arrays"].items()})
 
 
 @dataclass
@@ -189,13 +237,26 @@ class StoreMeta:
         return p
 
     def to_dict(self) -> dict[str, Any]:
+        schemas: dict[tuple[Any, ...], int] = {}
+        table: list[dict[str, Any]] = []
+
+        def schema_no(a: ArrayMeta) -> int:
+            key = a.schema_key()
+            n = schemas.get(key)
+            if n is None:
+                n = schemas[key] = len(table)
+                table.append(a.schema_dict())
+            return n
+
+        datasets = [d.to_dict(schema_no) for d in self.datasets.values()]
         return {
             "format": "atlas",
             "version": FORMAT_VERSION,
             "codec": self.codec,
             "generation": self.generation,
             "next_id": self.next_id,
-            "datasets": [d.to_dict() for d in self.datasets.values()],
+            "schemas": table,
+            "datasets": datasets,
             "physical": {k: p.to_dict() for k, p in self.physical.items()},
         }
 
@@ -209,7 +270,8 @@ class StoreMeta:
                 f"supports ({FORMAT_VERSION}); upgrade atlas-python"
             )
         try:
-            ds = [DatasetMeta.from_dict(x) for x in d["datasets"]]
+            schemas = [ArrayMeta.schema_from_dict(x) for x in d["schemas"]]
+            ds = [DatasetMeta.from_dict(x, schemas) for x in d["datasets"]]
             return cls(
                 codec=d["codec"],
                 datasets={x.name: x for x in ds},
@@ -217,5 +279,5 @@ class StoreMeta:
                 next_id=int(d["next_id"]),
                 generation=int(d["generation"]),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, IndexError) as e:
             raise CorruptStoreError(f"{where}: metadata is malformed: {e!r}") from e

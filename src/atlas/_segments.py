@@ -17,6 +17,7 @@ re-created array gets a new ``aid`` and so never sees the chunks of a deleted on
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ CHUNK_COLUMNS = {
     "has": np.uint8,
 }
 INDEX_VERSION = 1
+_uids = itertools.count(1)
 
 
 @dataclass
@@ -48,6 +50,8 @@ class ChunkIndex:
     segments: list[str] = field(default_factory=list)
     frames: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.empty(0, t) for k, t in FRAME_COLUMNS.items()})
     chunks: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.empty(0, t) for k, t in CHUNK_COLUMNS.items()})
+    #: identifies the frame numbering: merged() keeps it (old frames keep their numbers)
+    uid: int = field(default_factory=lambda: next(_uids))
 
     def __len__(self) -> int:
         return int(self.chunks["aid"].shape[0])
@@ -103,7 +107,7 @@ class ChunkIndex:
             last[:-1] = (a[1:] != a[:-1]) | (c[1:] != c[:-1])
             cols = {k: v[last] for k, v in cols.items()}
         fr = {k: np.concatenate([self.frames[k], frames[k].astype(t, copy=False)]) for k, t in FRAME_COLUMNS.items()}
-        return ChunkIndex(self.segments + [new_segment], fr, cols)
+        return ChunkIndex(self.segments + [new_segment], fr, cols, self.uid)
 
     def live_segments(self) -> set[int]:
         """Segment numbers still referenced by some chunk."""
