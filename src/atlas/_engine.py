@@ -7,6 +7,7 @@ decompression + gathers (reads) and compression (writes, flush) in parallel.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -15,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _executor, codecs
-from ._chunks import Pending, decode_strings, encode_strings
+from ._chunks import Pending, PendingStore, decode_strings, encode_strings
 from ._meta import ArrayMeta, Physical, StoreMeta
 from ._segments import CHUNK_COLUMNS, FRAME_COLUMNS, ChunkIndex
 from .errors import CorruptStoreError
@@ -26,6 +27,18 @@ FRAME_TARGET = 64 * 1024  # smaller chunks are packed into frames of about this 
 FRAME_CACHE_BYTES = 32 * 1024 * 1024  # decoded packed frames kept for neighbouring small-chunk reads
 COALESCE_GAP = 64 * 1024  # frames of one segment closer than this are fetched in one read
 PARALLEL_MIN_BYTES = 256 * 1024  # below this much decoded data a request stays on the caller's thread
+FLUSH_BATCH_BYTES = 16 * 1024 * 1024  # a flush compresses and writes frames in batches of about this size
+
+
+def default_pending_budget() -> int:
+    """Bytes of pending chunk data kept in memory before spilling (``ATLAS_PENDING_BUDGET``)."""
+    env = os.environ.get("ATLAS_PENDING_BUDGET")
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise ValueError(f"ATLAS_PENDING_BUDGET must be a number of bytes, got {env!r}") from None
+    return 256 * 1024 * 1024
 
 
 class _Kernels:
@@ -70,7 +83,7 @@ class Engine:
         self.codec = codec
         self.lock = threading.RLock()
         self._indexes: dict[str, ChunkIndex] = {}
-        self.pending: dict[str, dict[tuple[int, int], Pending]] = {}
+        self.pending = PendingStore(default_pending_budget())
         self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
         self._cache_bytes = 0
 
@@ -154,9 +167,8 @@ class Engine:
             raise CorruptStoreError(f"{self.storage.location}/{seg}: frame cannot be decompressed: {e}") from e
 
     def _pending_bytes(self, p: Pending) -> Any:
-        if p.raw is not None:
-            return p.raw
-        return codecs.decompress(self.codec, p.comp, p.nbytes)  # type: ignore[arg-type]
+        data = self.pending.payload(p)
+        return codecs.decompress(self.codec, data, p.nbytes) if p.compressed else data
 
     # ------------------------------------------------------------------ reads
     def read(self, name: str, phys: Physical | None, metas: Sequence[ArrayMeta], start: Sequence[int], count: Sequence[int]) -> np.ndarray:
@@ -317,11 +329,11 @@ class Engine:
             if nb >= SOLO_FRAME:
                 raw = data.reshape(-1)
                 nn, mn, mx, has = self._chunk_stats(m, raw, m.kchunk.reshape(1, -1))
-                entry = Pending(None, codecs.compress(self.codec, raw.view(np.uint8)), nb, int(nn[0]), int(mn[0]), int(mx[0]), bool(has[0]))
+                entry = Pending(codecs.compress(self.codec, raw.view(np.uint8)), True, nb, int(nn[0]), int(mn[0]), int(mx[0]), bool(has[0]))
             else:
-                entry = Pending(data.tobytes(), None, nb, -1, 0, 0, False)
+                entry = Pending(data.tobytes(), False, nb, -1, 0, 0, False)
             with self.lock:
-                self.pending.setdefault(name, {})[(m.aid, 0)] = entry
+                self.pending.put(name, {(m.aid, 0): entry})
             return
         kstart, kcount = _pad(start), _pad_count(data.shape)
         d = data.reshape(tuple(kcount.tolist()))
@@ -354,15 +366,13 @@ class Engine:
         nn, mn, mx, has = self._chunk_stats(m, buf, valid)
         if cb >= SOLO_FRAME:
             comps = _executor.run(lambda j: codecs.compress(self.codec, bu8[j * cb:(j + 1) * cb]), range(k))
-            entries = [Pending(None, comps[j], cb, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j])) for j in range(k)]
+            entries = [Pending(comps[j], True, cb, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j])) for j in range(k)]
         else:
-            entries = [Pending(bu8[j * cb:(j + 1) * cb].tobytes(), None, cb, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j]))
+            entries = [Pending(bu8[j * cb:(j + 1) * cb].tobytes(), False, cb, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j]))
                        for j in range(k)]
         del chunk_shape
         with self.lock:
-            pend = self.pending.setdefault(name, {})
-            for j, cid in enumerate(ids.tolist()):
-                pend[(m.aid, cid)] = entries[j]
+            self.pending.put(name, {(m.aid, cid): entries[j] for j, cid in enumerate(ids.tolist())})
 
     def _chunk_stats(self, m: ArrayMeta, buf: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
         sd = m.sdtype
@@ -390,18 +400,25 @@ class Engine:
             v = chunk[tuple(slice(0, x) for x in valid[j])].ravel()
             nn = int(v.size - (np.count_nonzero(v == m.fill) if m.fill is not None else 0))
             raw = encode_strings(chunk)
-            entries[(m.aid, cid)] = Pending(raw, None, len(raw), nn, 0, 0, nn > 0)
+            entries[(m.aid, cid)] = Pending(raw, False, len(raw), nn, 0, 0, nn > 0)
         with self.lock:
-            self.pending.setdefault(name, {}).update(entries)
+            self.pending.put(name, entries)
 
     # ------------------------------------------------------------------ flush
-    def _build_segment(self, items: list[tuple[tuple[int, int], Pending]]) -> tuple[bytes, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Pack pending chunks (sorted by key) into frames; returns (body, frame columns, chunk columns)."""
+    def _segment(self, phys: Physical, gen: int, token: str, base: ChunkIndex, items: list[tuple[tuple[int, int], Pending]],
+                 live: np.ndarray, payload: Callable[[Pending], bytes]) -> tuple[str, Any, dict[str, Any]]:
+        """Plan a segment of ``items`` (sorted by key); returns ``(path, frames, result)``.
+
+        ``frames`` is a generator yielding the segment's bytes frame by frame (compressed in
+        batches on the pool, so memory stays bounded) and finally the index footer; once it
+        is exhausted, ``result`` holds ``"index"`` (the merged ChunkIndex) and ``"loc"``.
+        """
+        path = f"{phys.dir}/s{gen:08d}-{token}.seg"
         n = len(items)
         cols = {k: np.zeros(n, t) for k, t in CHUNK_COLUMNS.items()}
-        groups: list[Any] = []  # each: bytes (already compressed, solo) or list of raw parts
+        groups: list[list[int]] = []  # item numbers per frame; a compressed item is a frame alone
         rlens: list[int] = []
-        cur: list[Any] = []
+        cur: list[int] = []
         cur_size = 0
         for j, ((aid, cid), p) in enumerate(items):
             cols["aid"][j] = aid
@@ -411,50 +428,57 @@ class Engine:
             cols["mn"][j] = p.mn
             cols["mx"][j] = p.mx
             cols["has"][j] = p.has
-            if p.comp is not None:
+            if p.compressed or (cur and cur_size + p.nbytes > FRAME_TARGET):
                 if cur:
                     groups.append(cur)
                     rlens.append(cur_size)
                     cur, cur_size = [], 0
-                cols["frame"][j] = len(groups)
-                cols["foff"][j] = 0
-                groups.append(p.comp)
-                rlens.append(p.nbytes)
-                continue
-            if cur and cur_size + p.nbytes > FRAME_TARGET:
+            cols["frame"][j] = len(groups)
+            cols["foff"][j] = cur_size
+            cur.append(j)
+            cur_size += p.nbytes
+            if p.compressed:
                 groups.append(cur)
                 rlens.append(cur_size)
                 cur, cur_size = [], 0
-            cols["frame"][j] = len(groups)
-            cols["foff"][j] = cur_size
-            cur.append(p.raw)
-            cur_size += p.nbytes
         if cur:
             groups.append(cur)
             rlens.append(cur_size)
+        result: dict[str, Any] = {}
 
-        def enc(g: Any) -> tuple[bytes, int]:
-            b = g if isinstance(g, bytes) else codecs.compress(self.codec, b"".join(g))
+        def enc(g: list[int]) -> tuple[bytes, int]:
+            first = items[g[0]][1]
+            if first.compressed:
+                b = payload(first)
+            else:
+                b = codecs.compress(self.codec, b"".join(payload(items[j][1]) for j in g))
             return b, codecs.checksum(b)
 
-        encoded = _executor.run(enc, groups, parallel=sum(rlens) >= PARALLEL_MIN_BYTES)
-        clen = np.fromiter((len(b) for b, _ in encoded), np.int64, len(encoded))
-        off = np.zeros(len(encoded), np.int64)
-        if len(encoded) > 1:
-            np.cumsum(clen[:-1], out=off[1:])
-        frames = {
-            "off": off, "clen": clen, "rlen": np.asarray(rlens, np.int64),
-            "crc": np.fromiter((c for _, c in encoded), np.uint32, len(encoded)),
-        }
-        return b"".join(b for b, _ in encoded), frames, cols
+        def frames() -> Any:
+            off = np.zeros(len(groups), np.int64)
+            clen = np.zeros(len(groups), np.int64)
+            crc = np.zeros(len(groups), np.uint32)
+            pos = 0
+            g0 = 0
+            while g0 < len(groups):
+                g1, size = g0, 0
+                while g1 < len(groups) and (g1 == g0 or size < FLUSH_BATCH_BYTES):
+                    size += rlens[g1]
+                    g1 += 1
+                encoded = _executor.run(enc, groups[g0:g1], parallel=size >= PARALLEL_MIN_BYTES)
+                for i, (b, c) in enumerate(encoded, g0):
+                    off[i], clen[i], crc[i] = pos, len(b), c
+                    pos += len(b)
+                    yield b
+                g0 = g1
+            fr = {"off": off, "clen": clen, "rlen": np.asarray(rlens, np.int64), "crc": crc}
+            new = base.merged(path, fr, cols, live)
+            footer, rawlen = new.encode(self.codec)
+            result["index"] = new
+            result["loc"] = (path, pos, len(footer), rawlen, codecs.checksum(footer))
+            yield footer
 
-    def _segment(self, phys: Physical, gen: int, token: str, base: ChunkIndex, items: list[tuple[tuple[int, int], Pending]],
-                 live: np.ndarray) -> tuple[str, bytes, ChunkIndex, tuple[str, int, int, int, int]]:
-        path = f"{phys.dir}/s{gen:08d}-{token}.seg"
-        body, frames, chunks = self._build_segment(items)
-        new = base.merged(path, frames, chunks, live)
-        footer, rawlen = new.encode(self.codec)
-        return path, body + footer, new, (path, len(body), len(footer), rawlen, codecs.checksum(footer))
+        return path, frames(), result
 
     def _deferred_stats(self, metas: dict[int, ArrayMeta]) -> None:
         """Compute the chunk stats left for the flush, one kernel call per (dtype, chunk shape, fill)."""
@@ -469,7 +493,7 @@ class Engine:
                     owners.setdefault(key, m)
         for key, ps in groups.items():
             m = owners[key]
-            buf = np.frombuffer(b"".join(p.raw for p in ps), m.sdtype)  # type: ignore[misc]
+            buf = np.frombuffer(b"".join(self.pending.payload(p) for p in ps), m.sdtype)
             nn, mn, mx, has = self._chunk_stats(m, buf, np.tile(m.kchunk, (len(ps), 1)))
             for p, a, b, c, d in zip(ps, nn.tolist(), mn.tolist(), mx.tolist(), has.tolist()):
                 p.nn, p.mn, p.mx, p.has = a, b, c, d
@@ -554,7 +578,6 @@ class Engine:
             token = uuid.uuid4().hex[:8]
             new_idx: dict[str, ChunkIndex] = {}
             new_loc: dict[str, tuple[str, int, int, int, int]] = {}
-            writes: list[tuple[str, bytes]] = []
             metas = {m.aid: m for ds in meta.datasets.values() for m in ds.arrays.values()}
             self._deferred_stats(metas)
             for name, pend in self.pending.items():
@@ -563,10 +586,9 @@ class Engine:
                 if not items:
                     continue
                 phys = meta.physical_for(name)
-                path, data, idx, loc = self._segment(phys, gen, token, self.index(name, phys), items, la)
-                writes.append((path, data))
-                new_idx[name], new_loc[name] = idx, loc
-            _executor.run(lambda w: self.storage.write(*w), writes, parallel=len(writes) > 1)
+                path, frames, res = self._segment(phys, gen, token, self.index(name, phys), items, la, self.pending.payload)
+                self.storage.write(path, frames)
+                new_idx[name], new_loc[name] = res["index"], res["loc"]
             self.storage.barrier()
             # stats of every instance defined or written since the last flush
             old_stats: list[tuple[ArrayMeta, Any]] = []
@@ -595,7 +617,7 @@ class Engine:
                     m.stats = st
                 raise
             self._indexes.update(new_idx)
-            self.pending = {}
+            self.pending.reset()
 
     # ------------------------------------------------------------------ compact
     def compact(self, meta: StoreMeta, commit: Callable[[], None]) -> int:
@@ -606,7 +628,6 @@ class Engine:
             token = uuid.uuid4().hex[:8]
             new_idx: dict[str, ChunkIndex] = {}
             new_loc: dict[str, Any] = {}
-            writes = []
             for name, phys in meta.physical.items():
                 idx = self.index(name, phys)
                 la = live.get(name, np.empty(0, np.int64))
@@ -615,10 +636,9 @@ class Engine:
                     new_idx[name], new_loc[name] = ChunkIndex(), None
                     continue
                 items = self._reload(idx, rows)
-                path, data, nidx, loc = self._segment(phys, gen, token, ChunkIndex(), items, la)
-                writes.append((path, data))
-                new_idx[name], new_loc[name] = nidx, loc
-            _executor.run(lambda w: self.storage.write(*w), writes, parallel=len(writes) > 1)
+                path, frames, res = self._segment(phys, gen, token, ChunkIndex(), items, la, lambda p: p.data)
+                self.storage.write(path, frames)
+                new_idx[name], new_loc[name] = res["index"], res["loc"]
             self.storage.barrier()
             before = self.storage.list("arrays")
             size_before = self.storage.size_of(before)
@@ -654,7 +674,7 @@ class Engine:
             raw = bytes(memoryview(raws[where[f]])[o:o + nb])
             comp = codecs.compress(self.codec, raw) if nb >= SOLO_FRAME else None
             items.append(((int(c["aid"][r]), int(c["cid"][r])),
-                          Pending(None if comp else raw, comp, nb, int(c["nn"][r]), int(c["mn"][r]), int(c["mx"][r]), bool(c["has"][r]))))
+                          Pending(comp if comp else raw, comp is not None, nb, int(c["nn"][r]), int(c["mn"][r]), int(c["mx"][r]), bool(c["has"][r]))))
         return items
 
 

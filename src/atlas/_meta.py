@@ -135,7 +135,7 @@ class ArrayMeta:
 
     @property
     def row_count(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)
 
     def layout_key(self) -> tuple[Any, ...]:
         return (self.dtype, self.shape, self.layout.kchunk_t)

@@ -7,7 +7,7 @@ never modified (segments), except the metadata file, which is replaced atomicall
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Union
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -28,8 +28,8 @@ class Storage(abc.ABC):
         """Byte ranges ``[start, end)`` of one file, in the order asked."""
 
     @abc.abstractmethod
-    def write(self, path: str, data: Buffer) -> None:
-        """Create a new immutable file (durable once :meth:`barrier` returns)."""
+    def write(self, path: str, data: Buffer | Iterable[Buffer]) -> None:
+        """Create a new immutable file from bytes or an iterable of parts (durable once :meth:`barrier` returns)."""
 
     @abc.abstractmethod
     def commit(self, path: str, data: Buffer) -> None:

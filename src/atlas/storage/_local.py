@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ._base import Buffer, Storage
 
@@ -67,12 +67,16 @@ class LocalStorage(Storage):
             out.append(b)
         return out
 
-    def write(self, path: str, data: Buffer) -> None:
+    def write(self, path: str, data: Buffer | Iterable[Buffer]) -> None:
         full = self._abs(path)
         d = os.path.dirname(full)
         os.makedirs(d, exist_ok=True)
         with open(full, "wb") as f:
-            f.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                for part in data:
+                    f.write(part)
             f.flush()
             os.fsync(f.fileno())
         self._dirty_dirs.add(d)

@@ -1,0 +1,435 @@
+"""Atlas lifecycle: create / open, codecs and metadata formats, the dataset registry,
+the context manager and repr."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import atlas
+from atlas import Atlas
+
+CODECS = {"zstd": "zstd", "lz4": "lz4", "none": "none", "uncompressed": "none"}
+META_FORMATS = {"json": "json", "msgpack": "msgpack", "mp": "msgpack"}
+META_COMPRESSIONS = ["none", "zstd", "lz4"]
+
+HYP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file under ``root``: relative path -> (size, mtime_ns, bytes)."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            st_ = p.stat()
+            out[str(p.relative_to(root))] = (st_.st_size, st_.st_mtime_ns, p.read_bytes())
+    return out
+
+
+def seg_files(root: Path) -> list[Path]:
+    return sorted((root / "arrays").glob("*/*.seg"))
+
+
+def fresh(tmp_path: Path) -> Path:
+    return tmp_path / f"store-{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------- create / open, every codec & format
+@pytest.mark.parametrize("meta_compression", META_COMPRESSIONS)
+@pytest.mark.parametrize("meta_format", list(META_FORMATS))
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_create_open_roundtrip_every_codec_and_format(tmp_path, codec, meta_format, meta_compression):
+    path = tmp_path / "s"
+    rng = np.random.default_rng(0)
+    small = rng.integers(-1000, 1000, size=(5, 7), dtype=np.int32)
+    big = rng.standard_normal((64, 128))  # 64 KiB chunks: compressed on their own
+    s = Atlas.create(path, codec=codec, meta_format=meta_format, meta_compression=meta_compression)
+    ds = s.create_dataset("d")
+    ds.define_array("small", "int32", ["y", "x"], [5, 7], [2, 3], fill_value=-1)
+    ds.write_array("small", [0, 0], small)
+    ds.define_array("big", "float64", ["y", "x"], [128, 128], [64, 128])
+    ds.write_array("big", [0, 0], big)
+    ds.define_array("txt", "string", ["i"], [3], [3], fill_value="-")  # one chunk (multi-chunk strings: test_arrays)
+    ds.write_array("txt", [1], np.array(["é", "日本"], dtype=object))
+    ds.set_attribute("x", 1.5)
+    ds.set_attribute("nan", float("nan"))
+    s.close()
+
+    s2 = Atlas.open(path)
+    assert s2.codec == CODECS[codec]
+    assert s2.meta_format == META_FORMATS[meta_format]
+    assert s2.meta_compression == meta_compression
+    r = repr(s2)
+    assert repr(CODECS[codec]) in r and repr(META_FORMATS[meta_format]) in r
+    ds2 = s2.open_dataset("d")
+    np.testing.assert_array_equal(ds2.read_array("small"), small)
+    np.testing.assert_array_equal(ds2.read_array("big", [0, 0], [64, 128]), big)
+    np.testing.assert_array_equal(ds2.read_array("big", [64, 0], [64, 128]), np.zeros((64, 128)))
+    assert ds2.read_array("txt").tolist() == ["-", "é", "日本"]
+    assert ds2.get_attribute("x") == 1.5
+    assert np.isnan(ds2.get_attribute("nan"))
+
+    # a flush from the reopened store keeps the detected formats
+    ds3 = s2.create_dataset("e")
+    ds3.set_attribute("k", 7)
+    s2.flush()
+    s3 = Atlas.open(path)
+    assert (s3.codec, s3.meta_format, s3.meta_compression) == (CODECS[codec], META_FORMATS[meta_format], meta_compression)
+    assert s3.list_datasets() == ["d", "e"]
+    assert s3.open_dataset("e").get_attribute("k") == 7
+    np.testing.assert_array_equal(s3.open_dataset("d").read_array("small"), small)
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_codec_is_really_applied_to_segments(tmp_path, codec):
+    """Highly compressible data: the segment is small with zstd/lz4 and full size with none."""
+    path = tmp_path / "s"
+    with Atlas.create(path, codec=codec) as s:
+        ds = s.create_dataset("d")
+        ds.define_array("z", "float64", ["i"], [1 << 17], [1 << 15])
+        ds.write_array("z", [0], np.zeros(1 << 17))
+    raw_bytes = (1 << 17) * 8
+    size = sum(p.stat().st_size for p in seg_files(path))
+    if CODECS[codec] == "none":
+        assert size >= raw_bytes
+    else:
+        assert size < raw_bytes // 20
+    np.testing.assert_array_equal(Atlas.open(path).open_dataset("d").read_array("z"), np.zeros(1 << 17))
+
+
+@pytest.mark.parametrize("meta_compression", META_COMPRESSIONS)
+@pytest.mark.parametrize("meta_format", ["json", "msgpack"])
+def test_metadata_files_differ_by_format_and_are_detected(tmp_path, meta_format, meta_compression):
+    """The choices change what is on disk, and open() finds them without being told."""
+    paths = {}
+    for fmt, comp in dict.fromkeys([(meta_format, meta_compression), ("json", "none")]):
+        p = tmp_path / f"{fmt}-{comp}"
+        with Atlas.create(p, meta_format=fmt, meta_compression=comp) as s:
+            s.create_dataset("dataset_with_a_long_recognisable_name").set_attribute("k", "v" * 200)
+        paths[(fmt, comp)] = p
+    if (meta_format, meta_compression) != ("json", "none"):
+        a = snapshot(paths[(meta_format, meta_compression)])
+        b = snapshot(paths[("json", "none")])
+        assert a.keys() == b.keys()
+        assert any(a[k][2] != b[k][2] for k in a)
+    # the plain-json store holds its names readably; a compressed one does not
+    plain = b"".join(v[2] for v in snapshot(paths[("json", "none")]).values())
+    assert b"dataset_with_a_long_recognisable_name" in plain
+    if meta_compression != "none":
+        comp_bytes = b"".join(v[2] for v in snapshot(paths[(meta_format, meta_compression)]).values())
+        assert b"v" * 200 not in comp_bytes
+    s = Atlas.open(paths[(meta_format, meta_compression)])
+    assert s.open_dataset("dataset_with_a_long_recognisable_name").get_attribute("k") == "v" * 200
+
+
+# ---------------------------------------------------------------- bad options
+@pytest.mark.parametrize(
+    "kwargs, accepted",
+    [
+        ({"codec": "gzip"}, ["zstd", "lz4", "none"]),
+        ({"codec": "snappy"}, ["zstd", "lz4", "none", "uncompressed"]),
+        ({"codec": ""}, ["zstd", "lz4", "none"]),
+        ({"meta_format": "yaml"}, ["json", "msgpack", "mp"]),
+        ({"meta_format": "pickle"}, ["json", "msgpack"]),
+        ({"meta_compression": "gzip"}, ["none", "zstd", "lz4"]),
+        ({"meta_compression": "uncompressed-ish"}, ["none", "zstd", "lz4"]),
+    ],
+)
+def test_unknown_option_raises_value_error_listing_accepted(tmp_path, kwargs, accepted):
+    path = tmp_path / "s"
+    bad = next(iter(kwargs.values()))
+    with pytest.raises(ValueError) as ei:
+        Atlas.create(path, **kwargs)
+    msg = str(ei.value)
+    for a in accepted:
+        assert a in msg, (a, msg)
+    if bad:
+        assert bad in msg
+    # nothing usable was created
+    with pytest.raises(FileNotFoundError):
+        Atlas.open(path)
+
+
+@pytest.mark.parametrize("kwargs", [{"codec": 3}, {"meta_format": None}, {"meta_compression": 1.0}])
+def test_non_string_options_rejected(tmp_path, kwargs):
+    with pytest.raises((TypeError, ValueError)):
+        Atlas.create(tmp_path / "s", **kwargs)
+    with pytest.raises(FileNotFoundError):
+        Atlas.open(tmp_path / "s")
+
+
+# ---------------------------------------------------------------- existing / missing stores
+@pytest.mark.parametrize("codec2", ["zstd", "lz4", "none"])
+@pytest.mark.parametrize("flushed_data", [True, False])
+def test_create_over_existing_store_raises_and_leaves_it_intact(tmp_path, codec2, flushed_data):
+    path = tmp_path / "s"
+    data = np.arange(20, dtype=np.int64).reshape(4, 5)
+    s = Atlas.create(path, codec="lz4", meta_format="msgpack")
+    if flushed_data:
+        ds = s.create_dataset("d")
+        ds.define_array("a", "int64", ["y", "x"], [4, 5], [3, 2])
+        ds.write_array("a", [0, 0], data)
+        ds.set_attribute("who", "me")
+        s.flush()
+    before = snapshot(path)
+    with pytest.raises(FileExistsError):
+        Atlas.create(path, codec=codec2)
+    with pytest.raises(FileExistsError):
+        Atlas.create(str(path), codec=codec2, meta_format="json", meta_compression="zstd")
+    assert snapshot(path) == before
+    s2 = Atlas.open(path)
+    assert s2.codec == "lz4" and s2.meta_format == "msgpack"
+    if flushed_data:
+        ds2 = s2.open_dataset("d")
+        np.testing.assert_array_equal(ds2.read_array("a"), data)
+        assert ds2.get_attribute("who") == "me"
+    else:
+        assert s2.list_datasets() == []
+
+
+def test_create_in_existing_empty_directory_and_str_path(tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    with Atlas.create(str(d)) as s:
+        s.create_dataset("a")
+    assert Atlas.open(str(d)).list_datasets() == ["a"]
+
+
+def test_open_missing_path_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Atlas.open(tmp_path / "does-not-exist")
+    with pytest.raises(FileNotFoundError):
+        Atlas.open(str(tmp_path / "nested" / "does-not-exist"))
+    assert not (tmp_path / "does-not-exist").exists()
+    assert not (tmp_path / "nested").exists()
+
+
+def test_open_empty_directory_raises_file_not_found(tmp_path):
+    (tmp_path / "e").mkdir()
+    with pytest.raises(FileNotFoundError):
+        Atlas.open(tmp_path / "e")
+
+
+def test_create_writes_an_openable_empty_store_immediately(tmp_path):
+    path = tmp_path / "s"
+    Atlas.create(path, codec="none", meta_format="mp", meta_compression="lz4")  # never flushed explicitly
+    s = Atlas.open(path)
+    assert s.list_datasets() == [] and s.list_arrays() == []
+    assert (s.codec, s.meta_format, s.meta_compression) == ("none", "msgpack", "lz4")
+
+
+# ---------------------------------------------------------------- dataset registry
+def test_dataset_registry_basics(tmp_path):
+    s = Atlas.create(tmp_path / "s")
+    assert s.list_datasets() == []
+    assert not s.dataset_exists("a")
+    a = s.create_dataset("a")
+    assert isinstance(a, atlas.DatasetView)
+    assert a.name == "a"
+    assert s.dataset_exists("a")
+    with pytest.raises(FileExistsError):
+        s.create_dataset("a")
+    with pytest.raises(KeyError):
+        s.open_dataset("b")
+    b = s.create_dataset("b")
+    b.set_attribute("k", 1)
+    assert s.open_dataset("b").get_attribute("k") == 1
+    assert s.open_dataset("b").name == "b"
+    s.delete_dataset("a")
+    assert not s.dataset_exists("a")
+    assert s.list_datasets() == ["b"]
+    with pytest.raises(KeyError):
+        s.open_dataset("a")
+    with pytest.raises(KeyError):
+        s.delete_dataset("a")
+    s.flush()
+    s2 = Atlas.open(tmp_path / "s")
+    assert s2.list_datasets() == ["b"]
+    assert not s2.dataset_exists("a") and s2.dataset_exists("b")
+
+
+def test_duplicate_dataset_raises_also_after_reopen(tmp_path):
+    with Atlas.create(tmp_path / "s") as s:
+        s.create_dataset("a").set_attribute("v", 1)
+    s = Atlas.open(tmp_path / "s")
+    with pytest.raises(FileExistsError):
+        s.create_dataset("a")
+    assert s.open_dataset("a").get_attribute("v") == 1  # the failed create did not reset it
+
+
+def test_delete_dataset_persists_on_flush_only(tmp_path):
+    path = tmp_path / "s"
+    with Atlas.create(path) as s:
+        s.create_dataset("a")
+        s.create_dataset("b")
+    s = Atlas.open(path)
+    s.delete_dataset("a")
+    assert Atlas.open(path).list_datasets() == ["a", "b"]  # not yet persisted
+    s.flush()
+    assert Atlas.open(path).list_datasets() == ["b"]
+
+
+_name_chars = st.sampled_from(list("abcXYZ019-. é日"))
+_ds_name = st.text(_name_chars, min_size=1, max_size=6).filter(lambda n: n not in (".", ".."))
+
+
+@HYP
+@given(
+    names=st.lists(_ds_name, min_size=1, max_size=12, unique=True),
+    deletes=st.lists(st.integers(0, 11), max_size=4),
+    meta_format=st.sampled_from(["json", "msgpack"]),
+)
+def test_list_datasets_keeps_creation_order_after_reopen(tmp_path, names, deletes, meta_format):
+    path = fresh(tmp_path)
+    s = Atlas.create(path, meta_format=meta_format)
+    for n in names:
+        s.create_dataset(n)
+    expected = list(names)
+    for i in deletes:
+        if i < len(names) and names[i] in expected:
+            s.delete_dataset(names[i])
+            expected.remove(names[i])
+    # re-create the first deleted one: it goes to the end
+    gone = [n for n in names if n not in expected]
+    if gone:
+        s.create_dataset(gone[0])
+        expected.append(gone[0])
+    assert s.list_datasets() == expected
+    s.flush()
+    s2 = Atlas.open(path)
+    assert s2.list_datasets() == expected
+    for n in names:
+        assert s2.dataset_exists(n) == (n in expected)
+    # order survives a second round trip through a flush that changes nothing else
+    s2.create_dataset("zz-last")
+    s2.flush()
+    assert Atlas.open(path).list_datasets() == expected + ["zz-last"]
+
+
+def test_list_arrays_is_distinct_in_first_definition_order(tmp_path):
+    path = tmp_path / "s"
+    s = Atlas.create(path)
+    a = s.create_dataset("a")
+    b = s.create_dataset("b")
+    c = s.create_dataset("c")
+    a.define_array("temp", "float32", ["x"], [3])
+    a.define_array("pres", "float64", ["x"], [3])
+    b.define_array("pres", "int32", ["x", "y"], [2, 2])
+    b.define_array("time", "timestamp_ns", ["t"], [4])
+    c.define_array("temp", "string", [], [])
+    assert s.list_arrays() == ["temp", "pres", "time"]
+    assert a.list_arrays() == ["temp", "pres"]
+    assert b.list_arrays() == ["pres", "time"]
+    s.flush()
+    s2 = Atlas.open(path)
+    assert s2.list_arrays() == ["temp", "pres", "time"]
+    assert s2.open_dataset("c").list_arrays() == ["temp"]
+    # a name disappears once no dataset defines it
+    s2.open_dataset("b").delete_array("time")
+    assert s2.list_arrays() == ["temp", "pres"]
+    s2.delete_dataset("a")
+    assert sorted(s2.list_arrays()) == ["pres", "temp"]
+    s2.delete_dataset("c")
+    assert s2.list_arrays() == ["pres"]
+    s2.flush()
+    assert Atlas.open(path).list_arrays() == ["pres"]
+
+
+def test_dataset_exists_with_odd_input(tmp_path):
+    s = Atlas.create(tmp_path / "s")
+    s.create_dataset("a")
+    assert s.dataset_exists("a") is True
+    assert s.dataset_exists("A") is False
+    assert s.dataset_exists("") is False
+
+
+# ---------------------------------------------------------------- context manager
+def test_context_manager_flushes_on_normal_exit(tmp_path):
+    path = tmp_path / "s"
+    with Atlas.create(path) as s:
+        assert isinstance(s, Atlas)
+        ds = s.create_dataset("d")
+        ds.define_array("a", "int16", ["x"], [4])
+        ds.write_array("a", [1], np.array([7, 8], np.int16))
+    np.testing.assert_array_equal(Atlas.open(path).open_dataset("d").read_array("a"), [0, 7, 8, 0])
+
+
+def test_context_manager_flushes_when_block_raises_and_exception_propagates(tmp_path):
+    path = tmp_path / "s"
+
+    class Boom(Exception):
+        pass
+
+    err = Boom("boom")
+    with pytest.raises(Boom) as ei:
+        with Atlas.create(path) as s:
+            ds = s.create_dataset("d")
+            ds.define_array("a", "int16", ["x"], [4])
+            ds.write_array("a", [0], np.array([1, 2], np.int16))
+            ds.set_attribute("k", "v")
+            raise err
+    assert ei.value is err
+    s2 = Atlas.open(path)
+    ds2 = s2.open_dataset("d")
+    np.testing.assert_array_equal(ds2.read_array("a"), [1, 2, 0, 0])
+    assert ds2.get_attribute("k") == "v"
+    assert ds2.array_stats("a") is not None  # the exit really flushed (stats exist after a flush)
+
+
+def test_context_manager_on_opened_store_and_error_inside(tmp_path):
+    path = tmp_path / "s"
+    with Atlas.create(path) as s:
+        s.create_dataset("d").define_array("a", "float64", ["x"], [3], fill_value=-1.0)
+    with pytest.raises(TypeError):
+        with Atlas.open(path) as s:
+            ds = s.open_dataset("d")
+            ds.write_array("a", [0], np.array([1.5]))
+            ds.write_array("a", [1], np.array([1], np.int64))  # wrong dtype -> TypeError
+    np.testing.assert_array_equal(Atlas.open(path).open_dataset("d").read_array("a"), [1.5, -1.0, -1.0])
+
+
+def test_store_usable_after_close(tmp_path):
+    path = tmp_path / "s"
+    s = Atlas.create(path)
+    s.create_dataset("a")
+    s.close()
+    s.create_dataset("b")
+    s.close()
+    s.close()  # idempotent
+    assert Atlas.open(path).list_datasets() == ["a", "b"]
+
+
+def test_dropping_without_flush_abandons_changes(tmp_path):
+    path = tmp_path / "s"
+    with Atlas.create(path) as s:
+        s.create_dataset("kept")
+    s = Atlas.open(path)
+    s.create_dataset("lost")
+    del s
+    assert Atlas.open(path).list_datasets() == ["kept"]
+
+
+# ---------------------------------------------------------------- repr
+def test_repr(tmp_path):
+    path = tmp_path / "my-store"
+    s = Atlas.create(path, codec="lz4")
+    r0 = repr(s)
+    assert r0.startswith("Atlas(")
+    assert "my-store" in r0
+    assert "lz4" in r0
+    ds = s.create_dataset("jan_2024")
+    ds.define_array("temperature", "float32", ["x"], [2])
+    r1 = repr(s)
+    assert r1 != r0  # reflects the content
+    rd = repr(ds)
+    assert "jan_2024" in rd
+    assert "temperature" in rd
+    s.delete_dataset("jan_2024")
+    assert "jan_2024" in repr(ds)  # repr of a view of a deleted dataset does not raise
