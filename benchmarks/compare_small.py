@@ -24,6 +24,7 @@ and writes everything (every repeat) to ``--json`` when given. The read results 
 are checked once against h5py's and against the source data.
 
     python benchmarks/compare_small.py [--repeats 5] [--datasets 1000] [--json out.json]
+    python benchmarks/compare_small.py --profile ingest|read|stacked [--profiler cprofile]
 """
 
 from __future__ import annotations
@@ -199,7 +200,11 @@ def store_path(workdir: str, system: str, tag: str) -> str:
 
 # --------------------------------------------------------------------------- child
 def child_main(args: argparse.Namespace) -> int:
-    """One timed phase of one system; prints a json line ``{"seconds": ...}``."""
+    """One timed phase of one system; prints a json line ``{"seconds": ...}``.
+
+    With ``--profile-loops K`` (K >= 1) the phase runs K more times under a profiler after
+    the timed run (ingest into fresh paths next to the target) and the report follows.
+    """
     system, phase = args.child
     impl = IMPL[system]
     if system == "atlas":
@@ -212,17 +217,68 @@ def child_main(args: argparse.Namespace) -> int:
     if phase == "ingest":
         rows = per_dataset(load_data(os.path.join(args.workdir, "data.npz")))
         assert len(rows) == n
-        target = args.target
-        t0 = time.perf_counter()
-        impl["ingest"](target, rows)
-        dt = time.perf_counter() - t0
+
+        def once(k: int = 0) -> None:
+            impl["ingest"](args.target if k == 0 else f"{args.target}.p{k}", rows)
     else:
-        t0 = time.perf_counter()
-        result = impl[phase](args.target, names)
-        dt = time.perf_counter() - t0
-        assert len(result) == n
-    print(json.dumps({"system": system, "phase": phase, "seconds": dt}))
+        def once(k: int = 0) -> None:
+            result = impl[phase](args.target, names)
+            assert len(result) == n
+
+    t0 = time.perf_counter()
+    once()
+    dt = time.perf_counter() - t0
+    print(json.dumps({"system": system, "phase": phase, "seconds": dt}), flush=True)
+    if args.profile_loops:
+        print(profile_report(lambda: [once(k) for k in range(1, args.profile_loops + 1)], args.profiler))
     return 0
+
+
+def profile_report(fn: Any, profiler: str) -> str:
+    """Run ``fn`` under pyinstrument (sampling, if installed) or cProfile; the text report."""
+    if profiler in ("auto", "pyinstrument"):
+        try:
+            from pyinstrument import Profiler
+        except ImportError:
+            if profiler == "pyinstrument":
+                raise
+        else:
+            prof = Profiler(interval=0.0005)
+            prof.start()
+            fn()
+            prof.stop()
+            return prof.output_text(unicode=False, color=False)
+    import cProfile
+    import io
+    import pstats
+
+    pr = cProfile.Profile()
+    pr.enable()
+    fn()
+    pr.disable()
+    buf = io.StringIO()
+    st = pstats.Stats(pr, stream=buf)
+    st.sort_stats("tottime").print_stats(30)
+    st.sort_stats("cumulative").print_stats(30)
+    return buf.getvalue()
+
+
+def profile_main(args: argparse.Namespace, workdir: str) -> int:
+    """``--profile PHASE``: one atlas child for PHASE with a profiler report (needs no h5py)."""
+    n, phase = args.datasets, args.profile
+    save_data(os.path.join(workdir, "data.npz"), n)
+    target = store_path(workdir, "atlas", "read")
+    if phase != "ingest":
+        run_child("atlas", "ingest", workdir, n, target)
+    else:
+        target = store_path(workdir, "atlas", "profile")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "atlas", phase, "--workdir", workdir,
+           "--datasets", str(n), "--target", target, "--profile-loops", str(args.profile_loops or 5),
+           "--profiler", args.profiler]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    return proc.returncode
 
 
 def run_child(system: str, phase: str, workdir: str, n: int, target: str) -> float:
@@ -289,7 +345,27 @@ def machine_info() -> dict[str, Any]:
         "atlas": atlas.__version__,
         "atlas_num_threads": atlas.num_threads(),
         "atlas_git": _git_state(),
+        "atlas_src_sha1": _src_fingerprint(),
     }
+
+
+def _src_fingerprint() -> str:
+    """SHA-1 over atlas's .py sources, to notice the library changing during a run."""
+    import hashlib
+
+    import atlas
+
+    pkg = os.path.dirname(os.path.abspath(atlas.__file__))
+    h = hashlib.sha1()
+    for dirpath, dirnames, files in os.walk(pkg):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for fn in sorted(files):
+            if fn.endswith(".py"):
+                full = os.path.join(dirpath, fn)
+                h.update(os.path.relpath(full, pkg).encode())
+                with open(full, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()[:12]
 
 
 def _git_state() -> str:
@@ -340,9 +416,11 @@ def render_table(results: dict[str, Any]) -> str:
         f"load {tuple(round(x, 2) for x in m['loadavg_at_start']) if m['loadavg_at_start'] else '?'}, "
         f"{m['platform']}",
         f"python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, h5py {m['h5py']} (HDF5 {m['hdf5']}), "
-        f"atlas {m['atlas']} @ {m['atlas_git']} ({m['atlas_num_threads']} thread(s))",
+        f"atlas {m['atlas']} @ {m['atlas_git']} (src sha1 {m['atlas_src_sha1']}, {m['atlas_num_threads']} thread(s))",
         f"verify: {results['verify']}",
     ]
+    if results.get("warning"):
+        lines.append(f"WARNING: {results['warning']}")
     return "\n".join(lines)
 
 
@@ -354,6 +432,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="OUT", help="also write the results (every repeat) to this json file")
     p.add_argument("--workdir", help="where stores are written (default: a new temporary directory, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--profile", choices=PHASES, help="instead of the comparison: profile atlas's child for this phase")
+    p.add_argument("--profile-loops", type=int, default=0, metavar="K",
+                   help="with --profile: runs under the profiler (default 5)")
+    p.add_argument("--profiler", choices=("auto", "pyinstrument", "cprofile"), default="auto",
+                   help="with --profile: pyinstrument if installed (auto), or cProfile")
     p.add_argument("--child", nargs=2, metavar=("SYSTEM", "PHASE"), help=argparse.SUPPRESS)
     p.add_argument("--target", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -371,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="atlas-compare-") if own_workdir else os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
     try:
+        if args.profile:
+            return profile_main(args, workdir)
         machine = machine_info()
         save_data(os.path.join(workdir, "data.npz"), n)
         times: dict[str, dict[str, list[float]]] = {ph: {s: [] for s in SYSTEMS} for ph in PHASES}
@@ -390,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {phase:7s} repeat {r + 1}/{reps} {s:5s} {times[phase][s][-1]:.4f} s", file=sys.stderr, flush=True)
         verdict = verify(workdir, n, read_store["atlas"], read_store["h5py"])
         results: dict[str, Any] = {"datasets": n, "repeats": reps, "machine": machine, "verify": verdict, "phases": {}}
+        if _src_fingerprint() != machine["atlas_src_sha1"]:
+            results["warning"] = "the atlas sources changed during this run: the atlas timings mix versions"
         for phase in PHASES:
             row: dict[str, Any] = {}
             for s in SYSTEMS:

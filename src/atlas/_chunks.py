@@ -29,7 +29,8 @@ def decode_strings(buf: Any, shape: tuple[int, ...], where: str = "") -> np.ndar
     try:
         n = int(np.frombuffer(mv[:8], np.uint64)[0])
         offs = np.frombuffer(mv[8:8 + 8 * (n + 1)], np.uint64).astype(np.int64)
-        blob = bytes(mv[8 + 8 * (n + 1):])
+        end = 8 + 8 * (n + 1) + int(offs[-1]) if n >= 0 else 0
+        blob = bytes(mv[8 + 8 * (n + 1):end])
         if n != int(np.prod(shape)) or offs[-1] != len(blob):
             raise ValueError("length mismatch")
         out = np.empty(n, dtype=object)

@@ -1,0 +1,164 @@
+"""Every asv benchmark in benchmarks/ runs once (small sizes), and compare_small.py runs end to end.
+
+The asv suite is loaded with ``ATLAS_BENCH_SMALL=1`` so its stores are tiny; each
+benchmark goes through the asv life cycle once: ``setup_cache`` (once per class, in its
+own temporary working directory, as asv does), ``setup``, the benchmark, ``teardown``.
+``timeraw_*`` benchmarks return code, which is run in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+BENCH_PREFIX = re.compile(r"^(time|timeraw|mem|peakmem|track)_")
+SMALL_ENV = {"ATLAS_BENCH_SMALL": "1"}
+
+
+def _load(path: Path):
+    """Import one benchmark module by path (as ``benchmarks.<name>``) with the small sizes in effect."""
+    name = f"benchmarks.{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    old = {k: os.environ.get(k) for k in SMALL_ENV}
+    os.environ.update(SMALL_ENV)
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return mod
+
+
+def _modules():
+    return [_load(p) for p in sorted(BENCH_DIR.glob("*.py")) if p.name != "__init__.py"]
+
+
+def _discover():
+    """``(id, module, class or None, attribute name)`` of every benchmark, the way asv finds them."""
+    found = []
+    for mod in _modules():
+        for name, obj in vars(mod).items():
+            if inspect.isfunction(obj) and BENCH_PREFIX.match(name) and obj.__module__ == mod.__name__:
+                found.append((f"{mod.__name__}.{name}", mod, None, name))
+            elif inspect.isclass(obj) and obj.__module__ == mod.__name__:
+                for attr in dir(obj):
+                    if BENCH_PREFIX.match(attr) and callable(getattr(obj, attr)):
+                        found.append((f"{mod.__name__}.{name}.{attr}", mod, obj, attr))
+    return found
+
+
+BENCHMARKS = _discover()
+
+
+def _param_sets(holder) -> list[tuple]:
+    params = getattr(holder, "params", None)
+    if params is None:
+        return [()]
+    if not isinstance(params, list) or (params and not isinstance(params[0], (list, tuple))):
+        params = [params]  # a single parameter given as a flat list
+    return list(itertools.product(*params))
+
+
+def _run_timeraw(code) -> None:
+    stmt, setup = (code, "") if isinstance(code, str) else (code[0], code[1])
+    src = textwrap.dedent(setup) + "\n" + textwrap.dedent(stmt) + "\n"
+    env = dict(os.environ, **SMALL_ENV)
+    proc = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def cache_dirs(tmp_path_factory):
+    """One setup_cache result per class, each made in its own directory (asv's cwd for the class)."""
+    return {"dirs": {}, "results": {}, "factory": tmp_path_factory}
+
+
+def test_benchmarks_were_found():
+    names = {b[0] for b in BENCHMARKS}
+    assert any(".time_" in n for n in names), names
+    assert "benchmarks.bench_small.timeraw_import_atlas" in names
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS, ids=[b[0] for b in BENCHMARKS])
+def test_asv_benchmark_runs_once(bench, cache_dirs, monkeypatch):
+    bench_id, mod, cls, attr = bench
+    if cls is None:
+        func = getattr(mod, attr)
+        setup = getattr(mod, "setup", None)
+        teardown = getattr(mod, "teardown", None)
+        for args in _param_sets(func):
+            if setup is not None:
+                setup(*args)
+            try:
+                result = func(*args)
+                if attr.startswith("timeraw_"):
+                    _run_timeraw(result)
+            finally:
+                if teardown is not None:
+                    teardown(*args)
+        return
+
+    key = (mod.__name__, cls.__qualname__)
+    workdir = cache_dirs["dirs"].get(key)
+    if workdir is None:
+        workdir = cache_dirs["dirs"][key] = cache_dirs["factory"].mktemp(cls.__name__)
+    monkeypatch.chdir(workdir)
+    cache_args: tuple = ()
+    if hasattr(cls, "setup_cache"):
+        if key not in cache_dirs["results"]:
+            cache_dirs["results"][key] = cls().setup_cache()
+        cache_args = (cache_dirs["results"][key],)
+    for args in _param_sets(cls):
+        inst = cls()
+        full = cache_args + tuple(args)
+        if hasattr(inst, "setup"):
+            try:
+                inst.setup(*full)
+            except NotImplementedError:
+                continue  # asv's way of skipping a parameter combination
+        try:
+            result = getattr(inst, attr)(*full)
+            if attr.startswith("timeraw_"):
+                _run_timeraw(result)
+            if attr.startswith("track_"):
+                assert isinstance(result, (int, float)), f"{bench_id} returned {result!r}"
+        finally:
+            if hasattr(inst, "teardown"):
+                inst.teardown(*full)
+
+
+def test_compare_small_runs(tmp_path):
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(BENCH_DIR / "compare_small.py"), "--repeats", "1", "--datasets", "50", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "| phase | atlas (s) | h5py (s) | atlas/h5py | target |" in lines, proc.stdout
+    rows = [ln for ln in lines if ln.startswith("| ") and "x |" in ln]
+    assert len(rows) == 3, proc.stdout
+    assert any(ln.startswith("verify: ok") for ln in lines), proc.stdout
+    res = json.loads(out.read_text())
+    assert res["datasets"] == 50 and res["repeats"] == 1
+    for phase in ("ingest", "read", "stacked"):
+        r = res["phases"][phase]
+        assert r["atlas"]["median"] > 0 and r["h5py"]["median"] > 0
+        assert r["ratio"] == pytest.approx(r["atlas"]["median"] / r["h5py"]["median"])
