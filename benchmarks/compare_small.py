@@ -344,6 +344,7 @@ def machine_info() -> dict[str, Any]:
         "hdf5": h5py.version.hdf5_version,
         "atlas": atlas.__version__,
         "atlas_num_threads": atlas.num_threads(),
+        "atlas_path": os.path.dirname(os.path.abspath(atlas.__file__)),
         "atlas_git": _git_state(),
         "atlas_src_sha1": _src_fingerprint(),
     }
@@ -380,7 +381,9 @@ def _git_state() -> str:
                                text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return (head or "unknown") + ("+dirty" if dirty else "")
+    if not head:
+        return "unknown (not a git checkout)"
+    return head + ("+dirty" if dirty else "")
 
 
 def _cpu_model() -> str:
@@ -416,7 +419,8 @@ def render_table(results: dict[str, Any]) -> str:
         f"load {tuple(round(x, 2) for x in m['loadavg_at_start']) if m['loadavg_at_start'] else '?'}, "
         f"{m['platform']}",
         f"python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, h5py {m['h5py']} (HDF5 {m['hdf5']}), "
-        f"atlas {m['atlas']} @ {m['atlas_git']} (src sha1 {m['atlas_src_sha1']}, {m['atlas_num_threads']} thread(s))",
+        f"atlas {m['atlas']} from {m['atlas_path']} @ {m['atlas_git']} (src sha1 {m['atlas_src_sha1']}, "
+        f"{m['atlas_num_threads']} thread(s))",
         f"verify: {results['verify']}",
     ]
     if results.get("warning"):

@@ -24,6 +24,13 @@ def encode_strings(arr: np.ndarray) -> bytes:
     return np.uint64(len(parts)).tobytes() + offs.tobytes() + b"".join(parts)
 
 
+def strings_nbytes(buf: Any) -> int:
+    """Length of the string chunk encoding at the start of ``buf``."""
+    mv = memoryview(buf)
+    n = int(np.frombuffer(mv[:8], np.uint64)[0])
+    return 8 + 8 * (n + 1) + int(np.frombuffer(mv[8 + 8 * n:8 + 8 * (n + 1)], np.uint64)[0])
+
+
 def decode_strings(buf: Any, shape: tuple[int, ...], where: str = "") -> np.ndarray:
     mv = memoryview(buf)
     try:
@@ -49,9 +56,11 @@ class Pending:
     Stats (``nn`` < 0 means not computed yet) are the per-chunk columns of the index.
     """
 
-    __slots__ = ("data", "compressed", "nbytes", "soff", "slen", "nn", "mn", "mx", "has")
+    __slots__ = ("data", "compressed", "nbytes", "soff", "slen", "nn", "mn", "mx", "has", "masked")
 
-    def __init__(self, data: bytes, compressed: bool, nbytes: int, nn: int, mn: int, mx: int, has: bool) -> None:
+    def __init__(self, data: bytes, compressed: bool, nbytes: int, nn: int, mn: int, mx: int, has: bool,
+                 masked: bool = False) -> None:
+        self.masked = masked  # the payload ends with a packed bitmask of the cells written so far
         self.data: bytes | None = data
         self.compressed = compressed
         self.nbytes = nbytes

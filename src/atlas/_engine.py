@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _executor, codecs
-from ._chunks import Pending, PendingStore, decode_strings, encode_strings
+from ._chunks import Pending, PendingStore, decode_strings, encode_strings, strings_nbytes
 from ._meta import ArrayMeta, Physical, StoreMeta
 from ._segments import CHUNK_COLUMNS, FRAME_COLUMNS, ChunkIndex
 from .errors import CorruptStoreError
@@ -300,25 +300,49 @@ class Engine:
         big = int(idx.frames["rlen"][uf].sum()) >= PARALLEL_MIN_BYTES
         _executor.run(work, range(len(uf)), parallel=big)
 
-    def load_chunk(self, name: str, phys: Physical | None, m: ArrayMeta, cid: int) -> np.ndarray | None:
-        """One whole chunk (padded chunk shape, storage dtype, writable), or None if never written."""
+    def load_chunk(self, name: str, phys: Physical | None, m: ArrayMeta, cid: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """One whole chunk (padded shape, storage dtype, writable) and its written-cells mask.
+
+        Returns ``(None, None)`` if the chunk was never written; the mask is None when every
+        cell of the chunk was written.
+        """
         shape = tuple(m.kchunk.tolist())
         with self.lock:
             p = self.pending.get(name, {}).get((m.aid, cid))
         if p is not None:
             raw: Any = self._pending_bytes(p)
-            o = 0
+            o, nbytes, masked = 0, p.nbytes, p.masked
         else:
             idx = self.index(name, phys)
             pos = int(K.lookup(idx.chunks["aid"], idx.chunks["cid"], np.asarray([m.aid]), np.asarray([cid]))[0])
             if pos < 0:
-                return None
+                return None, None
             f = int(idx.chunks["frame"][pos])
             raw = self._decode(idx, f, self._fetch(idx, np.asarray([f]))[0])
-            o = int(idx.chunks["foff"][pos])
+            o, nbytes, masked = int(idx.chunks["foff"][pos]), int(idx.chunks["nbytes"][pos]), bool(idx.chunks["wmask"][pos])
+        mv = memoryview(raw)[o:o + nbytes]
         if m.is_string:
-            return decode_strings(memoryview(raw)[o:], shape, f"array {name!r}")
-        return np.frombuffer(raw, m.sdtype, m.chunk_elems, o).reshape(shape).copy()
+            arr = decode_strings(mv, shape, f"array {name!r}")
+            dlen = strings_nbytes(mv)
+        else:
+            arr = np.frombuffer(mv, m.sdtype, m.chunk_elems).reshape(shape).copy()
+            dlen = m.chunk_elems * m.sdtype.itemsize
+        mask = None
+        if masked:
+            mask = np.unpackbits(np.frombuffer(mv[dlen:], np.uint8), count=m.chunk_elems).astype(bool).reshape(shape)
+        return arr, mask
+
+    @staticmethod
+    def _merge_mask(m: ArrayMeta, had: bool, old: np.ndarray | None, src: np.ndarray, box: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+        """Written-cells mask after writing ``box`` at ``src`` into a chunk (None = all valid cells written)."""
+        shape = tuple(m.kchunk.tolist())
+        if had and old is None:
+            return None
+        mask = np.zeros(shape, bool) if old is None else old
+        mask[tuple(slice(a, a + b) for a, b in zip(src, box))] = True
+        if mask[tuple(slice(0, v) for v in valid)].all():
+            return None
+        return mask
 
     # ------------------------------------------------------------------ writes
     def write(self, name: str, phys: Physical | None, m: ArrayMeta, start: Sequence[int], data: np.ndarray) -> None:
@@ -343,7 +367,6 @@ class Engine:
             return
         valid = K.valid_shapes(m.kshape, m.kchunk, ids)
         full = (box == valid).all(1) & (src == 0).all(1)
-        chunk_shape = tuple(m.kchunk.tolist())
         if m.is_string:
             self._write_strings(name, phys, m, ids, src, dst, box, valid, full, d)
             return
@@ -356,32 +379,55 @@ class Engine:
             buf = np.full(k * ce, m.fill_storage, sd)
         else:
             buf = np.empty(k * ce, sd)
+        track = m.fill is None  # without a fill, written cells must be told from unwritten ones
+        masks: dict[int, np.ndarray] = {}
         for j in np.flatnonzero(~full).tolist():
-            base = self.load_chunk(name, phys, m, int(ids[j]))
+            base, old = self.load_chunk(name, phys, m, int(ids[j]))
             if base is not None:
                 buf[j * ce:(j + 1) * ce] = base.reshape(-1)
+            if track:
+                mk = self._merge_mask(m, base is not None, old, src[j], box[j], valid[j])
+                if mk is not None:
+                    masks[j] = mk
         bu8 = buf.view(np.uint8)
         K.copy_boxes(d.reshape(-1).view(np.uint8), np.zeros(k, np.int64), np.tile(kcount, (k, 1)), dst,
                    bu8, np.arange(k, dtype=np.int64) * cb, m.kchunk, src, box, isz)
-        nn, mn, mx, has = self._chunk_stats(m, buf, valid)
+        written = None
+        if masks:
+            written = np.ones(k * ce, np.uint8)
+            for j, mk in masks.items():
+                written[j * ce:(j + 1) * ce] = mk.reshape(-1)
+        nn, mn, mx, has = self._chunk_stats(m, buf, valid, written)
+
+        def payload(j: int) -> bytes:
+            body = bu8[j * cb:(j + 1) * cb].tobytes()
+            mk = masks.get(j)
+            return body if mk is None else body + np.packbits(mk.reshape(-1)).tobytes()
+
         if cb >= SOLO_FRAME:
-            comps = _executor.run(lambda j: codecs.compress(self.codec, bu8[j * cb:(j + 1) * cb]), range(k))
-            entries = [Pending(comps[j], True, cb, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j])) for j in range(k)]
-        else:
-            entries = [Pending(bu8[j * cb:(j + 1) * cb].tobytes(), False, cb, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j]))
+            comps = _executor.run(lambda j: (lambda b: (codecs.compress(self.codec, b), len(b)))(payload(j)), range(k))
+            entries = [Pending(comps[j][0], True, comps[j][1], int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j]), j in masks)
                        for j in range(k)]
-        del chunk_shape
+        else:
+            entries = [Pending(payload(j), False, 0, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j]), j in masks)
+                       for j in range(k)]
+            for e in entries:
+                e.nbytes = len(e.data)  # type: ignore[arg-type]
         with self.lock:
             self.pending.put(name, {(m.aid, cid): entries[j] for j, cid in enumerate(ids.tolist())})
 
-    def _chunk_stats(self, m: ArrayMeta, buf: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _chunk_stats(self, m: ArrayMeta, buf: np.ndarray, valid: np.ndarray, written: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         sd = m.sdtype
         has_fill = m.fill is not None
         fill = sd.type(m.fill_storage)
         fill_is_nan = sd.kind == "f" and bool(np.isnan(fill))
         is_ts = m.dtype == "timestamp_nanoseconds"
         skip = sd.type(np.iinfo(np.int64).min) if is_ts else sd.type(0)
-        nn, mn, mx, has = K.chunk_stats(buf, m.kchunk, valid, has_fill, fill, fill_is_nan, sd.kind == "f", is_ts, skip)
+        if written is None:
+            nn, mn, mx, has = K.chunk_stats(buf, m.kchunk, valid, has_fill, fill, fill_is_nan, sd.kind == "f", is_ts, skip)
+        else:
+            nn, mn, mx, has = K.chunk_stats_masked(buf, written, m.kchunk, valid, has_fill, fill, fill_is_nan,
+                                                   sd.kind == "f", is_ts, skip)
         w = wide_dtype(sd)
         return nn, mn.astype(w).view(np.int64), mx.astype(w).view(np.int64), has
 
@@ -391,16 +437,23 @@ class Engine:
         fill = m.fill_storage
         entries = {}
         for j, cid in enumerate(ids.tolist()):
-            chunk = None if full[j] else self.load_chunk(name, phys, m, cid)
+            chunk, old = (None, None) if full[j] else self.load_chunk(name, phys, m, cid)
+            mk = None
+            if not full[j] and m.fill is None:
+                mk = self._merge_mask(m, chunk is not None, old, src[j], box[j], valid[j])
             if chunk is None:
                 chunk = np.full(shape, fill, dtype=object)
             ss = tuple(slice(a, a + b) for a, b in zip(src[j], box[j]))
             ds = tuple(slice(a, a + b) for a, b in zip(dst[j], box[j]))
             chunk[ss] = d[ds]
-            v = chunk[tuple(slice(0, x) for x in valid[j])].ravel()
+            vsl = tuple(slice(0, x) for x in valid[j])
+            v = chunk[vsl] if mk is None else chunk[vsl][mk[vsl]]
+            v = v.ravel()
             nn = int(v.size - (np.count_nonzero(v == m.fill) if m.fill is not None else 0))
             raw = encode_strings(chunk)
-            entries[(m.aid, cid)] = Pending(raw, False, len(raw), nn, 0, 0, nn > 0)
+            if mk is not None:
+                raw += np.packbits(mk.reshape(-1)).tobytes()
+            entries[(m.aid, cid)] = Pending(raw, False, len(raw), nn, 0, 0, nn > 0, mk is not None)
         with self.lock:
             self.pending.put(name, entries)
 
@@ -428,6 +481,7 @@ class Engine:
             cols["mn"][j] = p.mn
             cols["mx"][j] = p.mx
             cols["has"][j] = p.has
+            cols["wmask"][j] = p.masked
             if p.compressed or (cur and cur_size + p.nbytes > FRAME_TARGET):
                 if cur:
                     groups.append(cur)
@@ -535,16 +589,24 @@ class Engine:
         """``null_count`` / ``min`` / ``max`` of one array instance (numeric: from the index columns)."""
         rows = idx.rows_of(m.aid)
         if m.is_string:
-            vals = self.read(name, phys, [m], (0,) * len(m.shape), m.shape).ravel()
-            data_rows = idx.chunks["nn"][rows]  # noqa: F841 - strings recount from data
             with self.lock:
-                written = self._written_cells(name, m, idx)
-            nonnull = vals[written] if written is not None else vals[:0]
-            if m.fill is not None:
-                nonnull = nonnull[nonnull != m.fill]
-            return {"null_count": m.row_count - int(nonnull.size),
-                    "min": min(nonnull.tolist()) if nonnull.size else None,
-                    "max": max(nonnull.tolist()) if nonnull.size else None}
+                cids = set(idx.chunks["cid"][rows].tolist()) | {c for (a, c) in self.pending.get(name, {}) if a == m.aid}
+            order = np.asarray(sorted(cids), np.int64)
+            valid = K.valid_shapes(m.kshape, m.kchunk, order) if order.size else None
+            lo = hi = None
+            for j, cid in enumerate(order.tolist()):
+                arr, mk = self.load_chunk(name, phys, m, cid)
+                if arr is None:
+                    continue
+                vsl = tuple(slice(0, int(v)) for v in valid[j])  # type: ignore[index]
+                vals = (arr[vsl] if mk is None else arr[vsl][mk[vsl]]).ravel().tolist()
+                if m.fill is not None:
+                    vals = [x for x in vals if x != m.fill]
+                if vals:
+                    a_, b_ = min(vals), max(vals)
+                    lo = a_ if lo is None or a_ < lo else lo
+                    hi = b_ if hi is None or b_ > hi else hi
+            return {"null_count": m.row_count - int(idx.chunks["nn"][rows].sum()), "min": lo, "max": hi}
         nn = int(idx.chunks["nn"][rows].sum())
         has = idx.chunks["has"][rows].astype(bool)
         w = wide_dtype(m.sdtype)
@@ -553,22 +615,6 @@ class Engine:
             mn = _scalar_python(idx.chunks["mn"][rows][has].view(w).min())
             mx = _scalar_python(idx.chunks["mx"][rows][has].view(w).max())
         return {"null_count": m.row_count - nn, "min": mn, "max": mx}
-
-    def _written_cells(self, name: str, m: ArrayMeta, idx: ChunkIndex) -> np.ndarray | None:
-        """Boolean mask (flat, logical shape) of cells inside chunks that were written."""
-        rows = idx.rows_of(m.aid)
-        cids = set(idx.chunks["cid"][rows].tolist())
-        cids |= {c for (a, c) in self.pending.get(name, {}) if a == m.aid}
-        if not m.shape:
-            return np.asarray([bool(cids)])
-        mask = np.zeros(m.shape, bool)
-        if not cids:
-            return mask.ravel()
-        ids, src, dst, box = K.plan_box(m.kshape, m.kchunk, np.zeros(len(m.shape), np.int64), m.kshape)
-        for j, cid in enumerate(ids.tolist()):
-            if cid in cids:
-                mask[tuple(slice(a, a + b) for a, b in zip(dst[j], box[j]))] = True
-        return mask.ravel()
 
     def flush(self, meta: StoreMeta, dirty: set[int], commit: Callable[[], None]) -> None:
         """Write one segment per touched array name, then commit the metadata (via ``commit``)."""
@@ -674,7 +720,8 @@ class Engine:
             raw = bytes(memoryview(raws[where[f]])[o:o + nb])
             comp = codecs.compress(self.codec, raw) if nb >= SOLO_FRAME else None
             items.append(((int(c["aid"][r]), int(c["cid"][r])),
-                          Pending(comp if comp else raw, comp is not None, nb, int(c["nn"][r]), int(c["mn"][r]), int(c["mx"][r]), bool(c["has"][r]))))
+                          Pending(comp if comp else raw, comp is not None, nb, int(c["nn"][r]), int(c["mn"][r]), int(c["mx"][r]),
+                                  bool(c["has"][r]), bool(c["wmask"][r]))))
         return items
 
 

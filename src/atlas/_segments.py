@@ -38,6 +38,7 @@ CHUNK_COLUMNS = {
     "mn": np.int64,
     "mx": np.int64,
     "has": np.uint8,
+    "wmask": np.uint8,
 }
 INDEX_VERSION = 1
 _uids = itertools.count(1)
@@ -78,7 +79,8 @@ class ChunkIndex:
             idx = cls(
                 segments=list(obj["segments"]),
                 frames={k: np.frombuffer(obj["frames"][k], t) for k, t in FRAME_COLUMNS.items()},
-                chunks={k: np.frombuffer(obj["chunks"][k], t) for k, t in CHUNK_COLUMNS.items()},
+                chunks={k: np.frombuffer(obj["chunks"][k], t) if k in obj["chunks"] else np.zeros(len(obj["chunks"]["aid"]) // 8, t)
+                        for k, t in CHUNK_COLUMNS.items()},
             )
         except Exception as e:  # noqa: BLE001
             raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e

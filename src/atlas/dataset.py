@@ -171,7 +171,7 @@ class DatasetView:
         s, c = read_box(m.shape, start, shape, name)
         at = self._atlas
         out = at._engine.read(name, at._meta.physical.get(name), [m], s, c)
-        return to_user(m, out[0])
+        return to_user(m, out[0, ...])
 
     def read_arrays(self, names: Sequence[str], start: Optional[Sequence[int]] = None,
                     shape: Optional[Sequence[int]] = None) -> dict[str, Optional[np.ndarray]]:

@@ -207,7 +207,7 @@ class Atlas:
             ms = [metas[i] for i in idxs]
             out = self._engine.read(array, phys, ms, s, c)  # type: ignore[arg-type]
             for k, i in enumerate(idxs):
-                result[i] = to_user(ms[k], out[k])  # type: ignore[arg-type]
+                result[i] = to_user(ms[k], out[k, ...])  # type: ignore[arg-type]
         return result
 
     def read_array_across_stacked(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,

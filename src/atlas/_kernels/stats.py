@@ -9,7 +9,17 @@ from . import kernel
 
 @kernel
 def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):  # pragma: no cover - compiled
-    """Per-chunk ``(non_null, min, max)`` over the valid region of ``k`` equal chunks.
+    """:func:`chunk_stats_masked` without a written-cells mask (every valid cell was written)."""
+    return chunk_stats_masked(buf, np.empty(0, np.uint8), chunk_shape, valid, has_fill, fill, fill_is_nan,
+                              skip_nan, skip_value, skip)
+
+
+@kernel
+def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):  # pragma: no cover - compiled
+    """Per-chunk ``(non_null, min, max, has)`` over the valid region of ``k`` equal chunks.
+
+    ``written`` is empty, or one byte per cell of ``buf``: cells whose byte is 0 were never
+    written and count as null (they are not counted in ``non_null``).
 
     ``buf`` holds ``k`` C-ordered chunks of shape ``chunk_shape`` back to back; ``valid``
     ``(k, ndim)`` is the extent of each chunk inside the array. A cell is null when
@@ -32,6 +42,7 @@ def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, 
         stride[d] = s
         s *= chunk_shape[d]
     idx = np.empty(nd, np.int64)
+    use_mask = written.shape[0] > 0
     for c in range(k):
         rows = 1
         empty = False
@@ -40,8 +51,9 @@ def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, 
                 empty = True
             if d < nd - 1:
                 rows *= valid[c, d]
-        mn[c] = buf[c * size] if size > 0 else 0
-        mx[c] = mn[c]
+        if size > 0:
+            mn[c] = buf[c * size]
+            mx[c] = buf[c * size]
         if empty:
             continue
         rowlen = valid[c, nd - 1]
@@ -56,6 +68,8 @@ def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, 
             for d in range(nd - 1):
                 off += idx[d] * stride[d]
             for j in range(off, off + rowlen):
+                if use_mask and written[j] == 0:
+                    continue
                 v = buf[j]
                 isnan = v != v
                 if has_fill and (v == fill or (fill_is_nan and isnan)):

@@ -1,0 +1,552 @@
+"""The Numba kernels against plain-NumPy references (tests/reference.py), and the public API
+end to end against a NumPy model of the array."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import from_dtype
+
+import atlas
+from atlas._kernels import gather, grid, stats
+
+sys.path.insert(0, os.path.dirname(__file__))
+import reference as ref  # noqa: E402
+
+NUMERIC = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64"]
+TS = "timestamp_nanoseconds"
+NAT = int(np.iinfo(np.int64).min)
+I64 = st.integers(-(2**63), 2**63 - 1)
+
+
+def storage_dtype(kind: str) -> np.dtype:
+    return np.dtype(np.int64) if kind == TS else np.dtype(kind)
+
+
+def specials(kind: str) -> list:
+    """Edge values of a storage dtype (as dtype scalars)."""
+    dt = storage_dtype(kind)
+    t = dt.type
+    if dt.kind == "f":
+        fi = np.finfo(dt)
+        return [t(0.0), t(-0.0), t(1.0), t(-1.0), t(np.nan), t(np.inf), t(-np.inf), fi.max, fi.min, fi.tiny]
+    ii = np.iinfo(dt)
+    out = [t(0), t(1), t(ii.min), t(ii.max), t(ii.max - 1)]
+    if dt.kind == "i":
+        out += [t(-1), t(ii.min + 1)]
+    if kind == TS:
+        out.append(t(NAT))
+    return out
+
+
+def values(kind: str):
+    dt = storage_dtype(kind)
+    return st.one_of(st.sampled_from(specials(kind)), from_dtype(dt).map(dt.type))
+
+
+@st.composite
+def value_pool(draw, kind, extra=()):
+    """A small pool of values the data is drawn from (so repeats, fill hits and NaNs are common)."""
+    pool = draw(st.lists(values(kind), min_size=1, max_size=6))
+    pool += [v for v in extra if v is not None]
+    return np.asarray(pool, dtype=storage_dtype(kind))
+
+
+def data_from_pool(pool: np.ndarray, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return pool[rng.integers(0, len(pool), size)] if size else pool[:0].copy()
+
+
+@st.composite
+def fill_choice(draw, kind):
+    """(fill as given to define_array or None, storage scalar used by the kernels)."""
+    dt = storage_dtype(kind)
+    opts = [None, 0]
+    if dt.kind == "f":
+        opts += [math.nan, -0.0, float(np.finfo(dt).max), -math.inf]
+    else:
+        ii = np.iinfo(dt)
+        opts += [int(ii.max), int(ii.min)]
+        if kind == TS:
+            opts.append(NAT)
+    f = draw(st.one_of(st.sampled_from(opts), values(kind).filter(lambda v: True).map(lambda v: v.item())))
+    if f is not None and dt.kind == "f" and kind == "float32" and math.isfinite(f):
+        f = float(np.float32(f))
+    return f
+
+
+def kernel_fill_args(kind: str, fill):
+    """Arguments ``(has_fill, fill, fill_is_nan, skip_nan, skip_value, skip)`` the way _engine passes them."""
+    dt = storage_dtype(kind)
+    fv = dt.type(0 if fill is None else fill)
+    fill_is_nan = dt.kind == "f" and bool(np.isnan(fv))
+    is_ts = kind == TS
+    skip = dt.type(NAT) if is_ts else dt.type(0)
+    return fill is not None, fv, fill_is_nan, dt.kind == "f", is_ts, skip
+
+
+# ---------------------------------------------------------------------------- grid kernels
+@st.composite
+def grid_case(draw, min_count=0):
+    nd = draw(st.integers(1, 4))
+    maxd = {1: 40, 2: 12, 3: 7, 4: 5}[nd]
+    shape = [draw(st.integers(0, maxd)) for _ in range(nd)]
+    chunk = [draw(st.integers(1, maxd + 2)) for _ in range(nd)]
+    start, count = [], []
+    for s in shape:
+        a = draw(st.integers(0, s))
+        start.append(a)
+        count.append(draw(st.integers(min(min_count, s - a), s - a)))
+    a64 = lambda x: np.asarray(x, np.int64)  # noqa: E731
+    return a64(shape), a64(chunk), a64(start), a64(count)
+
+
+@settings(max_examples=40, deadline=None)
+@given(grid_case())
+def test_plan_box_matches_reference(case):
+    shape, chunk, start, count = case
+    got = grid.plan_box(shape, chunk, start, count)
+    exp = ref.plan_box(shape, chunk, start, count)
+    for name, g, e in zip(("chunk_ids", "src_start", "dst_start", "box"), got, exp):
+        assert g.dtype == np.int64, name
+        np.testing.assert_array_equal(g, e, err_msg=name)
+    # the pieces tile the box exactly
+    assert int(got[3].prod(axis=1).sum()) == int(np.prod(count))
+
+
+@settings(max_examples=40, deadline=None)
+@given(grid_case(), st.data())
+def test_valid_shapes_matches_reference(case, data):
+    shape, chunk, start, count = case
+    ng = math.prod(ref._grid(shape, chunk))
+    ids = np.asarray(data.draw(st.lists(st.integers(0, max(ng - 1, 0)), max_size=8)) if ng else [], np.int64)
+    np.testing.assert_array_equal(grid.valid_shapes(shape, chunk, ids), ref.valid_shapes(shape, chunk, ids))
+    every = np.arange(ng, dtype=np.int64)
+    v = grid.valid_shapes(shape, chunk, every)
+    np.testing.assert_array_equal(v, ref.valid_shapes(shape, chunk, every))
+    assert int(v.prod(axis=1).sum()) == int(np.prod(shape))  # the chunks tile the array
+    ids2, _, _, _ = grid.plan_box(shape, chunk, start, count)
+    np.testing.assert_array_equal(grid.valid_shapes(shape, chunk, ids2), ref.valid_shapes(shape, chunk, ids2))
+
+
+@st.composite
+def lookup_case(draw):
+    small = st.integers(-3, 6)
+    key_el = st.one_of(small, I64)
+    keys = sorted(set(draw(st.lists(st.tuples(key_el, key_el), max_size=30))))
+    present = [draw(st.sampled_from(keys)) for _ in range(draw(st.integers(0, 10)))] if keys else []
+    absent = draw(st.lists(st.tuples(key_el, key_el), max_size=10))
+    queries = present + absent
+    queries = draw(st.permutations(queries))
+    ka = np.asarray([k[0] for k in keys], np.int64)
+    kb = np.asarray([k[1] for k in keys], np.int64)
+    qa = np.asarray([q[0] for q in queries], np.int64)
+    qb = np.asarray([q[1] for q in queries], np.int64)
+    return ka, kb, qa, qb
+
+
+@settings(max_examples=40, deadline=None)
+@given(lookup_case())
+def test_lookup_matches_reference(case):
+    ka, kb, qa, qb = case
+    got = grid.lookup(ka, kb, qa, qb)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, ref.lookup(ka, kb, qa, qb))
+
+
+# ---------------------------------------------------------------------------- copy_boxes
+@st.composite
+def copy_case(draw):
+    kind = draw(st.sampled_from(NUMERIC))
+    dt = np.dtype(kind)
+    isz = dt.itemsize
+    nd = draw(st.integers(1, 4))
+    maxd = {1: 9, 2: 6, 3: 4, 4: 3}[nd]
+    dim = st.integers(0, maxd)
+    dst_shape = [draw(dim) for _ in range(nd)]
+    n = draw(st.integers(0, 4))
+    src_shape, src_start, dst_start, box = [], [], [], []
+    for _ in range(n):
+        ss = [draw(dim) for _ in range(nd)]
+        s0, d0, b = [], [], []
+        for d in range(nd):
+            a = draw(st.integers(0, ss[d]))
+            c = draw(st.integers(0, dst_shape[d]))
+            s0.append(a)
+            d0.append(c)
+            b.append(draw(st.integers(0, min(ss[d] - a, dst_shape[d] - c))))
+        src_shape.append(ss)
+        src_start.append(s0)
+        dst_start.append(d0)
+        box.append(b)
+    # source blocks back to back with random byte gaps (offsets need not be aligned)
+    src_off, pos = [], 0
+    for ss in src_shape:
+        pos += draw(st.integers(0, 2 * isz))
+        src_off.append(pos)
+        pos += math.prod(ss) * isz
+    src_len = pos + draw(st.integers(0, isz))
+    nblocks = draw(st.integers(1, 3))
+    dbytes = math.prod(dst_shape) * isz
+    base = draw(st.integers(0, isz))
+    dst_off = [base + draw(st.integers(0, nblocks - 1)) * dbytes for _ in range(n)]
+    dst_len = base + nblocks * dbytes + draw(st.integers(0, isz))
+    pool = draw(value_pool(kind))
+    seed = draw(st.integers(0, 2**32 - 1))
+    nsrc = -(-src_len // isz)
+    src = data_from_pool(pool, nsrc, seed).view(np.uint8)[:src_len].copy()
+    dst = np.random.default_rng(seed + 1).integers(0, 256, dst_len, dtype=np.uint8)
+    a2 = lambda x: np.asarray(x, np.int64).reshape(n, nd)  # noqa: E731
+    return (src, np.asarray(src_off, np.int64), a2(src_shape), a2(src_start), dst, np.asarray(dst_off, np.int64),
+            np.asarray(dst_shape, np.int64), a2(dst_start), a2(box), isz)
+
+
+@settings(max_examples=40, deadline=None)
+@given(copy_case())
+def test_copy_boxes_matches_reference(case):
+    src, src_off, src_shape, src_start, dst, dst_off, dst_shape, dst_start, box, isz = case
+    exp = ref.copy_boxes(src, src_off, src_shape, src_start, dst, dst_off, dst_shape, dst_start, box, isz)
+    src_before = src.copy()
+    got = dst.copy()
+    gather.copy_boxes(src, src_off, src_shape, src_start, got, dst_off, dst_shape, dst_start, box, isz)
+    np.testing.assert_array_equal(got, exp)
+    np.testing.assert_array_equal(src, src_before)
+
+
+@st.composite
+def chunked_array_case(draw):
+    """An array split into padded chunks (as the engine stores them) and a box to gather."""
+    kind = draw(st.sampled_from(NUMERIC))
+    shape, chunk, start, count = draw(grid_case())
+    pool = draw(value_pool(kind))
+    seed = draw(st.integers(0, 2**32 - 1))
+    arr = data_from_pool(pool, int(np.prod(shape)), seed).reshape(tuple(shape.tolist()))
+    return kind, arr, shape, chunk, start, count
+
+
+@settings(max_examples=30, deadline=None)
+@given(chunked_array_case())
+def test_plan_box_and_copy_boxes_gather_a_box(case):
+    """plan_box + copy_boxes as _engine.read uses them == NumPy slicing of the whole array."""
+    kind, arr, shape, chunk, start, count = case
+    dt = arr.dtype
+    isz = dt.itemsize
+    ce = int(np.prod(chunk))
+    g = ref._grid(shape, chunk)
+    ng = math.prod(g)
+    # chunk store: every chunk padded to the chunk shape, garbage in the padding
+    chunks = np.random.default_rng(1).integers(0, 256, ng * ce * isz, dtype=np.uint8)
+    cv = chunks.view(dt).reshape((ng,) + tuple(chunk.tolist())) if ng else None
+    for lin, coords in enumerate(np.ndindex(*g)):
+        sl = tuple(slice(c * k, min((c + 1) * k, s)) for c, k, s in zip(coords, chunk.tolist(), shape.tolist()))
+        piece = arr[sl]
+        cv[lin][tuple(slice(0, e) for e in piece.shape)] = piece
+    ids, src, dst, box = grid.plan_box(shape, chunk, start, count)
+    out = np.zeros(tuple(count.tolist()), dt)
+    n = ids.shape[0]
+    gather.copy_boxes(chunks, ids * ce * isz, np.tile(chunk, (n, 1)), src, out.reshape(-1).view(np.uint8),
+                      np.zeros(n, np.int64), count, dst, box, isz)
+    exp = arr[tuple(slice(a, a + c) for a, c in zip(start.tolist(), count.tolist()))]
+    np.testing.assert_array_equal(out.view(np.uint8), np.ascontiguousarray(exp).view(np.uint8))
+    # and scatter back (the write direction): chunks built from the box == the box
+    if n:
+        buf = np.zeros(n * ce * isz, np.uint8)
+        gather.copy_boxes(np.ascontiguousarray(exp).reshape(-1).view(np.uint8), np.zeros(n, np.int64),
+                          np.tile(count, (n, 1)), dst, buf, np.arange(n, dtype=np.int64) * ce * isz, chunk, src, box, isz)
+        bv = buf.view(dt).reshape((n,) + tuple(chunk.tolist()))
+        for j in range(n):
+            got = bv[j][tuple(slice(a, a + b) for a, b in zip(src[j], box[j]))]
+            want = exp[tuple(slice(a, a + b) for a, b in zip(dst[j], box[j]))]
+            np.testing.assert_array_equal(got.view(np.uint8), np.ascontiguousarray(want).view(np.uint8))
+
+
+# ---------------------------------------------------------------------------- chunk_stats
+@st.composite
+def stats_case(draw):
+    kind = draw(st.sampled_from(NUMERIC + [TS]))
+    dt = storage_dtype(kind)
+    nd = draw(st.integers(1, 4))
+    maxd = {1: 12, 2: 6, 3: 4, 4: 3}[nd]
+    zero_ok = draw(st.integers(0, 9)) == 0  # rarely: a zero-length chunk axis (size-0 chunks)
+    chunk = [draw(st.integers(0 if zero_ok else 1, maxd)) for _ in range(nd)]
+    k = draw(st.integers(0, 4))
+    valid = [[draw(st.one_of(st.just(c), st.integers(0, c))) for c in chunk] for _ in range(k)]
+    fill = draw(fill_choice(kind))
+    has_fill, fv, fill_is_nan, skip_nan, skip_value, skip = kernel_fill_args(kind, fill)
+    if kind != TS and draw(st.booleans()):  # the skip value is independent of the dtype
+        skip_value, skip = True, draw(values(kind))
+    pool = draw(value_pool(kind, extra=[fv if has_fill else None, skip if skip_value else None]))
+    size = math.prod(chunk)
+    buf = data_from_pool(pool, k * size, draw(st.integers(0, 2**32 - 1)))
+    for c in range(k):
+        if has_fill and draw(st.integers(0, 3)) == 0:  # an all-fill chunk
+            buf[c * size:(c + 1) * size] = fv
+    return buf, np.asarray(chunk, np.int64), np.asarray(valid, np.int64).reshape(k, nd), has_fill, fv, fill_is_nan, skip_nan, skip_value, skip
+
+
+def _check_stats(args):
+    buf = args[0]
+    nn, mn, mx, has = stats.chunk_stats(*args)
+    rnn, rmn, rmx, rhas = ref.chunk_stats(*args)
+    assert mn.dtype == buf.dtype and mx.dtype == buf.dtype
+    np.testing.assert_array_equal(nn, rnn, err_msg="non_null")
+    np.testing.assert_array_equal(has.astype(bool), rhas, err_msg="has")
+    # min/max: equal values (-0.0 == +0.0), never NaN
+    assert (mn[rhas] == rmn[rhas]).all(), (mn, rmn, rhas)
+    assert (mx[rhas] == rmx[rhas]).all(), (mx, rmx, rhas)
+    return nn, mn, mx, has
+
+
+@settings(max_examples=40, deadline=None)
+@given(stats_case())
+def test_chunk_stats_matches_reference(case):
+    before = case[0].copy()
+    _check_stats(case)
+    np.testing.assert_array_equal(case[0].view(np.uint8), before.view(np.uint8))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(NUMERIC + [TS]), st.data())
+def test_chunk_stats_edge_chunks_and_fill(kind, data):
+    """Edge chunks (valid < chunk): cells past the valid region never count, whatever they hold."""
+    dt = storage_dtype(kind)
+    fill = data.draw(fill_choice(kind))
+    has_fill, fv, fill_is_nan, skip_nan, skip_value, skip = kernel_fill_args(kind, fill)
+    chunk = np.asarray([3, 4], np.int64)
+    sp = specials(kind)
+    inside = data.draw(values(kind))
+    outside = data.draw(st.sampled_from(sp))
+    buf = np.full(2 * 12, outside, dt)
+    b = buf.reshape(2, 3, 4)
+    b[0, :2, :3] = inside      # chunk 0: valid (2, 3)
+    b[1, :1, :1] = fv          # chunk 1: valid (1, 1), the one cell is the fill
+    valid = np.asarray([[2, 3], [1, 1]], np.int64)
+    nn, mn, mx, has = _check_stats((buf, chunk, valid, has_fill, fv, fill_is_nan, skip_nan, skip_value, skip))
+    null_inside = bool(ref.cell_is_null(np.asarray([inside]), has_fill, fv, fill_is_nan)[0])
+    assert nn[0] == (0 if null_inside else 6)
+    assert nn[1] == (0 if has_fill else 1)
+
+
+def test_chunk_stats_signed_zero_nan_and_nat():
+    """Hand-written cases: -0.0 equals a 0.0 fill; NaN counts but is never min/max; NaT likewise."""
+    f = np.asarray([-0.0, 0.0, np.nan, 2.5, -1.0, np.nan], np.float64)
+    ch = np.asarray([6], np.int64)
+    one = np.asarray([[6]], np.int64)
+    nn, mn, mx, has = stats.chunk_stats(f, ch, one, True, np.float64(0.0), False, True, False, np.float64(0))
+    assert (nn[0], mn[0], mx[0], has[0]) == (4, -1.0, 2.5, True)
+    nn, mn, mx, has = stats.chunk_stats(f, ch, one, True, np.float64(np.nan), True, True, False, np.float64(0))
+    assert (nn[0], mn[0], mx[0], has[0]) == (4, -1.0, 2.5, True)
+    allnan = np.full(4, np.nan, np.float32)
+    nn, _, _, has = stats.chunk_stats(allnan, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
+                                      np.float32(0), False, True, False, np.float32(0))
+    assert nn[0] == 4 and not has[0]
+    t = np.asarray([NAT, 5, NAT, -7], np.int64)
+    nn, mn, mx, has = stats.chunk_stats(t, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
+                                        np.int64(0), False, False, True, np.int64(NAT))
+    assert (nn[0], mn[0], mx[0], has[0]) == (4, -7, 5, True)
+    u = np.asarray([np.iinfo(np.uint64).max, 3, np.iinfo(np.uint64).max - 1], np.uint64)
+    nn, mn, mx, has = stats.chunk_stats(u, np.asarray([3], np.int64), np.asarray([[3]], np.int64), True,
+                                        np.uint64(np.iinfo(np.uint64).max), False, False, False, np.uint64(0))
+    assert (nn[0], int(mn[0]), int(mx[0]), has[0]) == (2, 3, 2**64 - 2, True)
+
+
+# ---------------------------------------------------------------------------- threads
+def test_kernels_concurrently_from_threads():
+    """After one warm-up call each, the kernels give reference results from many threads at once."""
+    rng = np.random.default_rng(12345)
+    jobs = []
+    for i in range(48):
+        nd = int(rng.integers(1, 5))
+        shape = rng.integers(0, 7, nd).astype(np.int64)
+        chunk = rng.integers(1, 5, nd).astype(np.int64)
+        start = np.asarray([rng.integers(0, s + 1) for s in shape], np.int64)
+        count = np.asarray([rng.integers(0, s - a + 1) for s, a in zip(shape, start)], np.int64)
+        kind = NUMERIC[i % len(NUMERIC)]
+        dt = np.dtype(kind)
+        arr = rng.integers(0, 256, int(np.prod(shape)) * dt.itemsize, dtype=np.uint8).view(dt)
+        if dt.kind == "f":
+            arr[::3] = np.nan
+        cs = math.prod(chunk.tolist())
+        buf = rng.integers(0, 256, 3 * cs * dt.itemsize, dtype=np.uint8).view(dt)
+        valid = np.asarray([[rng.integers(0, c + 1) for c in chunk] for _ in range(3)], np.int64)
+        sargs = (buf, chunk, valid) + kernel_fill_args(kind, 0 if i % 2 else None)
+        keys = np.unique(rng.integers(0, 40, 30))
+        ka, kb = keys // 7, keys % 7
+        qa, qb = rng.integers(0, 7, 20), rng.integers(0, 7, 20)
+        jobs.append((shape, chunk, start, count, arr, sargs, (ka, kb, qa, qb)))
+
+    def expected(job):
+        shape, chunk, start, count, arr, sargs, lk = job
+        box = arr.reshape(tuple(shape.tolist()))[tuple(slice(a, a + c) for a, c in zip(start.tolist(), count.tolist()))]
+        return ref.plan_box(shape, chunk, start, count), np.ascontiguousarray(box), ref.chunk_stats(*sargs), ref.lookup(*lk)
+
+    def run(job):
+        shape, chunk, start, count, arr, sargs, lk = job
+        plan = grid.plan_box(shape, chunk, start, count)
+        ids, src, dst, box = plan
+        vs = grid.valid_shapes(shape, chunk, ids)
+        isz = arr.dtype.itemsize
+        out = np.zeros(tuple(count.tolist()), arr.dtype)
+        n = ids.shape[0]
+        # gather straight from the whole array seen as one block (src_start = dst_start + start)
+        gather.copy_boxes(arr.view(np.uint8), np.zeros(n, np.int64), np.tile(shape, (n, 1)), dst + start,
+                          out.reshape(-1).view(np.uint8), np.zeros(n, np.int64), count, dst, box, isz)
+        return plan, vs, out, stats.chunk_stats(*sargs), grid.lookup(*lk)
+
+    for job in jobs[:len(NUMERIC)]:  # warm-up: compile every specialization once
+        run(job)
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        results = list(ex.map(run, jobs * 4))
+    for job, (plan, vs, out, st_, lk) in zip(jobs * 4, results):
+        eplan, ebox, est, elk = expected(job)
+        for g, e in zip(plan, eplan):
+            np.testing.assert_array_equal(g, e)
+        np.testing.assert_array_equal(vs, ref.valid_shapes(job[0], job[1], plan[0]))
+        np.testing.assert_array_equal(out.view(np.uint8), ebox.view(np.uint8))
+        np.testing.assert_array_equal(st_[0], est[0])
+        np.testing.assert_array_equal(st_[3].astype(bool), est[3])
+        h = est[3]
+        assert (st_[1][h] == est[1][h]).all() and (st_[2][h] == est[2][h]).all()
+        np.testing.assert_array_equal(lk, elk)
+
+
+# ---------------------------------------------------------------------------- end to end
+@st.composite
+def box_in(draw, shape, nonempty=False):
+    start, count = [], []
+    for s in shape:
+        a = draw(st.integers(0, max(s - 1, 0) if nonempty else s))
+        start.append(a)
+        count.append(draw(st.integers(1 if nonempty and s else 0, s - a)))
+    return start, count
+
+
+@st.composite
+def e2e_case(draw, fill_mode="any", zero_dims=False, min_rank=1):
+    kind = draw(st.sampled_from(NUMERIC + [TS]))
+    nd = draw(st.integers(min_rank, 4))
+    maxd = {0: 1, 1: 60, 2: 12, 3: 6, 4: 4}[nd]
+    shape = [draw(st.integers(1, maxd)) for _ in range(nd)]
+    if zero_dims:
+        shape[draw(st.integers(0, nd - 1))] = 0
+    if draw(st.integers(0, 4)) == 0:
+        chunk = None  # default: one chunk
+    else:
+        chunk = [draw(st.integers(1, s + 2)) for s in shape]
+    if fill_mode == "none":
+        fill = None
+    else:
+        fill = draw(fill_choice(kind))
+        if fill_mode == "some":
+            while fill is None:
+                fill = draw(fill_choice(kind))
+    codec = draw(st.sampled_from(["zstd", "lz4", "none"]))
+    dt = storage_dtype(kind)
+    extra = [None if fill is None else dt.type(fill)]
+    pool = draw(value_pool(kind, extra=extra))
+    phases = []
+    for _ in range(3):
+        writes = [(draw(box_in(shape, nonempty=draw(st.booleans()))), draw(st.integers(0, 2**32 - 1)))
+                  for _ in range(draw(st.integers(0, 4)))]
+        reads = [draw(box_in(shape)) for _ in range(draw(st.integers(1, 3)))]
+        phases.append((writes, reads))
+    return kind, shape, chunk, fill, codec, pool, phases
+
+
+def _same(got: np.ndarray, exp: np.ndarray) -> None:
+    assert got.shape == exp.shape and got.dtype == exp.dtype, (got.shape, got.dtype, exp.shape, exp.dtype)
+    np.testing.assert_array_equal(got.view(np.uint8), exp.view(np.uint8))  # bit for bit (NaN, -0.0)
+
+
+def _check_reads(ds, kind, model, reads):
+    user = model.view("datetime64[ns]") if kind == TS else model
+    _same(ds.read_array("x"), user)
+    for start, count in reads:
+        _same(ds.read_array("x", start, count), user[tuple(slice(a, a + c) for a, c in zip(start, count))])
+
+
+def _check_stats(ds, kind, model, written, fill):
+    got = ds.array_stats("x")
+    assert got is not None
+    rc, nc, mn, mx = ref.array_stats(model, written, fill, kind == TS)
+    assert got["row_count"] == rc
+    assert got["null_count"] == nc, (got, nc)
+    for key, e in (("min", mn), ("max", mx)):
+        g = got[key]
+        if e is None:
+            assert g is None, (key, got)
+        elif kind == TS:
+            assert g == np.datetime64(int(e), "ns"), (key, got, e)
+        else:
+            assert isinstance(g, model.dtype.type) and g == e, (key, got, e)
+
+
+def _run_e2e(case, check_reads=True, check_stats=True):
+    kind, shape, chunk, fill, codec, pool, phases = case
+    dt = storage_dtype(kind)
+    model = np.full(tuple(shape), dt.type(0 if fill is None else fill) if kind != TS or fill is not None else NAT, dt)
+    written = np.zeros(tuple(shape), bool)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "store")
+        store = atlas.Atlas.create(path, codec=codec)
+        ds = store.create_dataset("d")
+        ds.define_array("x", kind, [f"d{i}" for i in range(len(shape))], shape, chunk, fill)
+        for p, (writes, reads) in enumerate(phases):
+            if p == 2:  # the last phase runs on a reopened store
+                store = atlas.Atlas.open(path)
+                ds = store.open_dataset("d")
+                if check_reads:
+                    _check_reads(ds, kind, model, reads)
+                if check_stats:
+                    _check_stats(ds, kind, model, written, fill)
+            for (start, count), seed in writes:
+                data = data_from_pool(pool, math.prod(count), seed).reshape(count)
+                ds.write_array("x", start, data.view("datetime64[ns]") if kind == TS else data)
+                sl = tuple(slice(a, a + c) for a, c in zip(start, count))
+                model[sl] = data
+                written[sl] = True
+            if check_reads:
+                _check_reads(ds, kind, model, reads)  # pending writes visible
+            store.flush()
+            if check_reads:
+                _check_reads(ds, kind, model, reads)
+            if check_stats:
+                _check_stats(ds, kind, model, written, fill)
+        reopened = atlas.Atlas.open(path)
+        ds = reopened.open_dataset("d")
+        if check_reads:
+            _check_reads(ds, kind, model, phases[-1][1])
+        if check_stats:
+            _check_stats(ds, kind, model, written, fill)
+
+
+@settings(max_examples=30, deadline=None)
+@given(e2e_case(min_rank=0))
+def test_e2e_reads_match_numpy_model(case):
+    _run_e2e(case, check_stats=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(e2e_case(fill_mode="some"))
+def test_e2e_stats_with_fill_value(case):
+    _run_e2e(case, check_reads=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(e2e_case(fill_mode="none"))
+def test_e2e_stats_without_fill_value(case):
+    """README: null_count counts unwritten cells also when there is no fill value."""
+    _run_e2e(case, check_reads=False)
+
+
+@settings(max_examples=15, deadline=None)
+@given(e2e_case(zero_dims=True))
+def test_e2e_zero_length_axis(case):
+    _run_e2e(case)
