@@ -121,6 +121,13 @@ def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, 
 
     ``min``/``max`` are only meaningful where ``has`` is True (they are 0 elsewhere here).
     """
+    return chunk_stats_masked(buf, np.empty(0, np.uint8), chunk_shape, valid, has_fill, fill, fill_is_nan,
+                              skip_nan, skip_value, skip)
+
+
+def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
+    """Reference of ``stats.chunk_stats_masked``: as :func:`chunk_stats`, and when ``written`` is not
+    empty (one byte per cell of ``buf``) cells whose byte is 0 are null."""
     cs = tuple(int(x) for x in chunk_shape)
     size = math.prod(cs)
     k = valid.shape[0]
@@ -130,8 +137,12 @@ def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, 
     has = np.zeros(k, bool)
     for c in range(k):
         block = buf[c * size:(c + 1) * size].reshape(cs)
-        region = block[tuple(slice(0, max(0, int(v))) for v in valid[c])].ravel()
-        nonnull = region[~cell_is_null(region, has_fill, fill, fill_is_nan)]
+        sel = tuple(slice(0, max(0, int(v))) for v in valid[c])
+        region = block[sel].ravel()
+        null = cell_is_null(region, has_fill, fill, fill_is_nan)
+        if len(written):
+            null |= written[c * size:(c + 1) * size].reshape(cs)[sel].ravel() == 0
+        nonnull = region[~null]
         nn[c] = nonnull.size
         cand = minmax_candidates(nonnull, skip_nan, skip_value, skip)
         if cand.size:

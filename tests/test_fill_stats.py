@@ -316,14 +316,14 @@ def _gen_values(dtype, shape, rng, fill):
 
 
 FILL_CHOICES = {
-    "int8": [-128, 0, 5],
-    "uint64": [2**64 - 1, 0],
-    "int64": [-(2**63), 3],
-    "uint16": [0, 7],
-    "float32": [float("nan"), 0.0, -1.5],
-    "float64": [float("nan"), 2.0],
-    "timestamp_ns": [0, -5],
-    "string": ["", "a", "-"],
+    "int8": [-128, 0, 5, None],
+    "uint64": [2**64 - 1, 0, None],
+    "int64": [-(2**63), 3, None],
+    "uint16": [0, 7, None],
+    "float32": [float("nan"), 0.0, -1.5, None],
+    "float64": [float("nan"), 2.0, None],
+    "timestamp_ns": [0, -5, None],
+    "string": ["", "a", "-", None],
 }
 
 
@@ -355,9 +355,9 @@ def _check_stats(got, dtype, shape, exp):
     nd=st.integers(1, 3),
     data=st.data(),
 )
-def test_stats_match_reference_with_fill(tmp_path, dtype, nd, data):
-    """Random shape/chunking/writes with a fill value: stats equal a NumPy reference, after a
-    flush and after reopening."""
+def test_stats_match_reference(tmp_path, dtype, nd, data):
+    """Random shape/chunking/writes, with or without a fill value: stats equal a NumPy
+    reference after every flush, also across reopens and a compact."""
     shape = data.draw(st.lists(st.integers(1, 6), min_size=nd, max_size=nd))
     chunk = [data.draw(st.integers(1, s + 1)) for s in shape]
     fill = data.draw(st.sampled_from(FILL_CHOICES[dtype]))
@@ -376,8 +376,15 @@ def test_stats_match_reference_with_fill(tmp_path, dtype, nd, data):
         box = tuple(slice(a, a + c) for a, c in zip(start, count))
         values[box] = w
         written[box] = True
-        if data.draw(st.booleans()):
+        action = data.draw(st.sampled_from(["none", "flush", "reopen", "compact"]))
+        if action != "none":
             s.flush()
+            _check_stats(d.array_stats("a"), dtype, shape, reference_stats(dtype, values, written, fill))
+        if action == "reopen":
+            s = Atlas.open(path)
+            d = s.open_dataset("d")
+        if action == "compact":
+            s.compact()
             _check_stats(d.array_stats("a"), dtype, shape, reference_stats(dtype, values, written, fill))
     s.flush()
     exp = reference_stats(dtype, values, written, fill)

@@ -58,9 +58,12 @@ class _Kernels:
 K = _Kernels()
 
 
+_WIDE = {"f": np.dtype(np.float64), "u": np.dtype(np.uint64), "i": np.dtype(np.int64)}
+
+
 def wide_dtype(sd: np.dtype) -> np.dtype:
     """The 64-bit type per-chunk min/max are kept in (as int64 bit patterns)."""
-    return np.dtype({"f": np.float64, "u": np.uint64}.get(sd.kind, np.int64))
+    return _WIDE[sd.kind]
 
 
 def _pad(t: Sequence[int]) -> np.ndarray:
@@ -535,54 +538,63 @@ class Engine:
         return path, frames(), result
 
     def _deferred_stats(self, metas: dict[int, ArrayMeta]) -> None:
-        """Compute the chunk stats left for the flush, one kernel call per (dtype, chunk shape, fill)."""
-        groups: dict[tuple[Any, ...], list[Pending]] = {}
-        owners: dict[tuple[Any, ...], ArrayMeta] = {}
+        """Compute the chunk stats left for the flush, one kernel call per layout (dtype, chunk, fill)."""
+        groups: dict[Any, list[Pending]] = {}
         for pend in self.pending.values():
             for (aid, _), p in pend.items():
-                if p.nn < 0 and aid in metas:
-                    m = metas[aid]
-                    key = (m.dtype, tuple(m.kchunk.tolist()), repr(m.fill))
-                    groups.setdefault(key, []).append(p)
-                    owners.setdefault(key, m)
-        for key, ps in groups.items():
-            m = owners[key]
-            buf = np.frombuffer(b"".join(self.pending.payload(p) for p in ps), m.sdtype)
+                if p.nn < 0:
+                    m = metas.get(aid)
+                    if m is not None:
+                        lay = m.layout
+                        g = groups.get(lay)
+                        if g is None:
+                            g = groups[lay] = [m]
+                        g.append(p)
+        for g in groups.values():
+            m, ps = g[0], g[1:]
+            buf = np.frombuffer(b"".join([self.pending.payload(p) for p in ps]), m.sdtype)
             nn, mn, mx, has = self._chunk_stats(m, buf, np.tile(m.kchunk, (len(ps), 1)))
             for p, a, b, c, d in zip(ps, nn.tolist(), mn.tolist(), mx.tolist(), has.tolist()):
-                p.nn, p.mn, p.mx, p.has = a, b, c, d
+                p.nn = a
+                p.mn = b
+                p.mx = c
+                p.has = d
 
     def batch_stats(self, name: str, phys: Physical | None, metas: list[ArrayMeta], idx: ChunkIndex) -> list[dict[str, Any]]:
         """Stats of many instances of one array name, from the index columns (vectorised)."""
-        out: list[dict[str, Any]] = [{}] * len(metas)
+        out: list[Any] = [None] * len(metas)
         a = idx.chunks["aid"]
         aids = np.fromiter((m.aid for m in metas), np.int64, len(metas))
         lo = np.searchsorted(a, aids, "left")
         hi = np.searchsorted(a, aids, "right")
         csum = np.concatenate([[0], np.cumsum(idx.chunks["nn"])])
         nn = (csum[hi] - csum[lo]).tolist()
-        single = (hi - lo) == 1
         has = idx.chunks["has"].astype(bool)
-        views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        single = ((hi - lo) == 1).tolist()
+        lo_l = lo.tolist()
+        r1 = np.minimum(lo, max(len(a) - 1, 0))
+        has1 = (has[r1] if len(a) else np.zeros(len(metas), bool)).tolist()
+        views: dict[str, tuple[list[Any], list[Any]]] = {}
         for i, m in enumerate(metas):
             if m.is_string:
                 out[i] = self.instance_stats(name, phys, m, idx)
                 continue
-            w = wide_dtype(m.sdtype)
-            if w.char not in views:
-                views[w.char] = (idx.chunks["mn"].view(w), idx.chunks["mx"].view(w))
-            mnv, mxv = views[w.char]
             mn = mx = None
             if single[i]:
-                r = int(lo[i])
-                if has[r]:
-                    mn, mx = mnv[r].item(), mxv[r].item()
-            elif hi[i] > lo[i]:
-                sl = slice(int(lo[i]), int(hi[i]))
+                if has1[i]:
+                    w = wide_dtype(m.sdtype)
+                    v = views.get(w.char)
+                    if v is None:
+                        v = views[w.char] = (idx.chunks["mn"].view(w)[r1].tolist(), idx.chunks["mx"].view(w)[r1].tolist())
+                    mn, mx = v[0][i], v[1][i]
+            elif hi[i] > lo_l[i]:
+                w = wide_dtype(m.sdtype)
+                sl = slice(lo_l[i], int(hi[i]))
                 h = has[sl]
                 if h.any():
-                    mn, mx = mnv[sl][h].min().item(), mxv[sl][h].max().item()
-            out[i] = {"null_count": m.row_count - int(nn[i]), "min": mn, "max": mx}
+                    mn = idx.chunks["mn"].view(w)[sl][h].min().item()
+                    mx = idx.chunks["mx"].view(w)[sl][h].max().item()
+            out[i] = {"null_count": m.row_count - nn[i], "min": mn, "max": mx}
         return out
 
     def instance_stats(self, name: str, phys: Physical | None, m: ArrayMeta, idx: ChunkIndex) -> dict[str, Any]:

@@ -141,7 +141,7 @@ class ArrayMeta:
         return (self.dtype, self.shape, self.layout.kchunk_t)
 
     def schema_key(self) -> tuple[Any, ...]:
-        return (self.dtype, self.dims, self.shape, self.chunk, repr(self.fill))
+        return (self.layout, self.dims)
 
     def schema_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"dtype": self.dtype, "dims": list(self.dims), "shape": list(self.shape), "chunk": list(self.chunk)}

@@ -16,6 +16,16 @@ from .dataset import DatasetView, to_user
 from .storage import Storage, storage_for
 
 log = logging.getLogger(__name__)
+_OPEN: dict[tuple[str, str], "Atlas"] = {}
+
+
+def _reopen(storage: Storage, generation: int) -> "Atlas":
+    """Unpickle a store: reuse this process's handle unless it is older than the pickled one."""
+    key = (type(storage).__name__, storage.location)
+    st = _OPEN.get(key)
+    if st is None or st._meta.generation < generation:
+        st = _OPEN[key] = Atlas.open(storage)
+    return st
 
 
 class Atlas:
@@ -115,6 +125,45 @@ class Atlas:
         return (f"Atlas({self._storage.location!r}, datasets={len(m.datasets)}, arrays={len(self.list_arrays())}, "
                 f"codec={m.codec!r}, meta_format={self._meta_format!r}, meta_compression={self._meta_compression!r}, "
                 f"generation={m.generation})")
+
+    # ------------------------------------------------------------------ pickling / dask
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A store travels as its location: the receiving process reopens it (flushed state).
+        return (_reopen, (self._storage, self._meta.generation))
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("atlas.Atlas", type(self._storage).__name__, self._storage.location, self._meta.generation)
+
+    # ------------------------------------------------------------------ xarray
+    def add_xr_dataset(self, ds: Any, name: str, chunks: Optional[Any] = None) -> None:
+        """Store an ``xarray.Dataset`` as the new dataset ``name`` (never flushes).
+
+        Dask-backed variables are written one block at a time. ``chunks={var: [...]}``
+        overrides the on-disk chunk shape. A rejected dataset leaves nothing behind.
+        """
+        from .integrations._xarray import add_xr_dataset
+
+        add_xr_dataset(self, ds, name, chunks)
+
+    def to_xarray(self, name: str, chunks: Any = "auto") -> Any:
+        """The dataset ``name`` as an ``xarray.Dataset``; chunked arrays come back dask-backed
+        (one task per on-disk chunk). ``chunks=None`` reads everything eagerly."""
+        from .integrations._xarray import to_xarray
+
+        return to_xarray(self, name, chunks)
+
+    def to_xarray_many(self, names: Sequence[str], concat_dim: str = "dataset", parallel: bool = True,
+                       chunks: Any = None) -> Any:
+        """Many datasets of one schema as one ``xarray.Dataset`` with a leading ``concat_dim``.
+
+        Each data variable is read with one stacked read (``(N, ...)``); coordinates and
+        dataset attributes come from the first dataset; the ``concat_dim`` coordinate holds
+        the dataset names. ``chunks="auto"`` returns dask-backed variables instead.
+        ``parallel`` is accepted for compatibility: reads always use the shared pool.
+        """
+        from .integrations._xarray import to_xarray_many
+
+        return to_xarray_many(self, names, concat_dim, parallel, chunks)
 
     # ------------------------------------------------------------------ properties
     @property

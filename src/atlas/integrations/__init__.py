@@ -1,0 +1,1 @@
+"""xarray and dask integration: the only place atlas imports them at module level."""

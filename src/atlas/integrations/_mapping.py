@@ -1,0 +1,170 @@
+"""The xarray <-> store mapping.
+
+Every coordinate and data variable becomes an array with its dims; dataset attrs are plain
+attributes; variable attrs are flattened as ``{var}.{attr}``; ``_FillValue`` becomes the
+typed fill value; the coordinate names are a JSON list in ``_pyatlas_coords``; list, array
+and dict attribute values are ``json:``-prefixed strings. ``_pyatlas_meta`` (JSON) records
+what reading back needs to be exact: variable order, which attribute belongs to which
+variable (dataset attrs may contain dots), original dtypes and attribute kinds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as D
+
+COORDS_ATTR = "_pyatlas_coords"
+META_ATTR = "_pyatlas_meta"
+JSON_PREFIX = "json:"
+MAPPING_VERSION = 1
+
+
+def storage_form(name: str, data: np.ndarray) -> tuple[str, np.dtype | None, str]:
+    """``(atlas dtype, numpy dtype to convert to before writing or None, original dtype str)``.
+
+    Raises ``TypeError`` with what to do for dtypes that cannot be stored losslessly.
+    """
+    dt = data.dtype
+    orig = dt.str
+    if dt.kind in "iu" or (dt.kind == "f" and dt.itemsize >= 4):
+        native = dt.newbyteorder("=")
+        return D.canonical_dtype(native.name), (None if dt.isnative else native), native.str
+    if dt.kind == "f" and dt.itemsize == 2:
+        return "float32", np.dtype(np.float32), orig  # lossless widening, narrowed back on read
+    if dt.kind == "b":
+        return "uint8", np.dtype(np.uint8), orig
+    if dt.kind == "M":
+        unit = np.datetime_data(dt)[0]
+        if unit == "generic":
+            raise TypeError(f"variable {name!r}: datetime64 without a unit; use .astype('datetime64[ns]')")
+        return D.TIMESTAMP, np.dtype("datetime64[ns]"), orig
+    if dt.kind == "m":
+        unit = np.datetime_data(dt)[0]
+        if unit == "generic":
+            raise TypeError(f"variable {name!r}: timedelta64 without a unit; use .astype('timedelta64[ns]')")
+        return "int64", np.dtype(np.int64), orig
+    if dt.kind in "USO":
+        return D.STRING, None, orig
+    if dt.kind == "c":
+        raise TypeError(f"variable {name!r}: complex dtype {dt} is not supported; store real and imaginary parts as two variables")
+    raise TypeError(f"variable {name!r}: dtype {dt} is not supported; convert it to one of {', '.join(D.ARRAY_DTYPES)}")
+
+
+def to_storage_values(data: np.ndarray, conv: np.dtype | None) -> np.ndarray:
+    """Convert a numpy block to what ``write_array`` takes."""
+    if data.dtype.kind == "m":
+        return _c_order(data.astype("timedelta64[ns]").view(np.int64))
+    if conv is not None:
+        if data.dtype.kind == "M" and data.dtype != conv:
+            conv_data = data.astype(conv)
+            if not np.array_equal(conv_data.astype(data.dtype), data, equal_nan=True):
+                raise OverflowError(f"{data.dtype} values do not fit datetime64[ns]; convert them first")
+            data = conv_data
+        else:
+            data = data.astype(conv)
+    if data.dtype.kind == "O":
+        flat = data.ravel()
+        bad = [v for v in flat.tolist() if not isinstance(v, (str, bytes))]
+        if bad:
+            raise TypeError(f"object variable holds {type(bad[0]).__name__} values ({bad[0]!r}); only str/bytes are supported")
+    return _c_order(data)
+
+
+def _c_order(a: np.ndarray) -> np.ndarray:
+    """C-contiguous without promoting 0-D arrays to 1-D (as np.ascontiguousarray does)."""
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def from_storage_values(data: np.ndarray, orig: str) -> np.ndarray:
+    """Undo :func:`storage_form` on read."""
+    dt = np.dtype(orig)
+    if dt.kind == "m":
+        return data.view("timedelta64[ns]").astype(dt) if data.dtype == np.int64 else data.astype(dt)
+    if dt.kind in "US":
+        return data.astype(dt) if data.size else np.zeros(data.shape, dt)
+    if dt.kind == "O" or data.dtype == dt:
+        return data
+    return data.astype(dt)
+
+
+# ------------------------------------------------------------------ attributes
+def encode_attr(value: Any) -> tuple[Any, str]:
+    """An attribute value in a form ``set_attribute`` takes, and its kind for read-back."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value), "bool"
+    if isinstance(value, (int, np.integer)):
+        iv = int(value)
+        if -(2**63) <= iv < 2**63:
+            return iv, f"int:{np.asarray(value).dtype.str}" if isinstance(value, np.integer) else "int"
+        return JSON_PREFIX + json.dumps(iv), "bigint"
+    if isinstance(value, (float, np.floating)):
+        return float(value), f"float:{np.asarray(value).dtype.str}" if isinstance(value, np.floating) else "float"
+    if isinstance(value, (str, np.str_)):
+        return str(value), "str"
+    if isinstance(value, bytes):
+        return JSON_PREFIX + json.dumps(value.decode("latin-1")), "bytes"
+    if isinstance(value, np.datetime64):
+        return value, f"datetime:{value.dtype.str}"
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biufUS":
+            raise TypeError(f"attribute array of dtype {value.dtype} is not supported")
+        return JSON_PREFIX + json.dumps(_jsonable(value.tolist())), f"ndarray:{value.dtype.str}:{json.dumps(list(value.shape))}"
+    if isinstance(value, (list, tuple, dict)):
+        return JSON_PREFIX + json.dumps(_jsonable(value)), type(value).__name__
+    raise TypeError(f"attribute value of type {type(value).__name__} ({value!r}) is not supported")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return {"__float__": repr(v)}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, bytes):
+        return v.decode("latin-1")
+    if isinstance(v, (np.generic,)):
+        return _jsonable(v.item())
+    return v
+
+
+def _unjson(v: Any) -> Any:
+    if isinstance(v, dict):
+        if set(v) == {"__float__"}:
+            return float(v["__float__"])
+        return {k: _unjson(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_unjson(x) for x in v]
+    return v
+
+
+def decode_attr(value: Any, kind: str | None) -> Any:
+    """Inverse of :func:`encode_attr` (``kind`` None: a plain attribute of unknown origin)."""
+    if kind is None:
+        if isinstance(value, str) and value.startswith(JSON_PREFIX):
+            return _unjson(json.loads(value[len(JSON_PREFIX):]))
+        return value
+    if kind.startswith("int:"):
+        return np.dtype(kind[4:]).type(value)
+    if kind.startswith("float:"):
+        return np.dtype(kind[6:]).type(value)
+    if kind.startswith("datetime:"):
+        return np.datetime64(value).astype(kind[9:])
+    if kind in ("bool", "int", "float", "str"):
+        return value
+    body = _unjson(json.loads(value[len(JSON_PREFIX):]))
+    if kind == "bigint":
+        return int(body)
+    if kind == "bytes":
+        return body.encode("latin-1")
+    if kind == "tuple":
+        return tuple(body)
+    if kind.startswith("ndarray:"):
+        _, dt, shape = kind.split(":", 2)
+        return np.asarray(body, dtype=np.dtype(dt)).reshape(json.loads(shape))
+    return body

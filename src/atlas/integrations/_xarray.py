@@ -1,0 +1,274 @@
+"""Ingest xarray datasets into a store and read them back (eager or dask-backed)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+import numpy as np
+import xarray as xr
+
+from . import _mapping as M
+
+if TYPE_CHECKING:
+    from ..store import Atlas
+
+
+def _chunk_shape(name: str, var: xr.Variable, chunks: Any) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in var.shape)
+    if isinstance(chunks, Mapping) and name in chunks and chunks[name] is not None:
+        c = chunks[name]
+        if isinstance(c, Mapping):
+            c = [c.get(d, s) for d, s in zip(var.dims, shape)]
+        c = tuple(int(x) if x not in (None, -1) else max(1, s) for x, s in zip(c, shape))
+        if len(c) != len(shape):
+            raise ValueError(f"chunks for {name!r} have rank {len(c)}, the variable has {len(shape)} dims")
+        return c
+    data = var.data
+    if hasattr(data, "chunks") and getattr(data, "chunks", None) is not None and not isinstance(data, np.ndarray):
+        return tuple(max(1, max(cs) if len(cs) else 1) for cs in data.chunks)
+    return tuple(max(1, s) for s in shape)
+
+
+def _fill_value(var: xr.Variable) -> Any:
+    fv = var.attrs.get("_FillValue", var.encoding.get("_FillValue"))
+    if fv is None:
+        return None
+    if isinstance(fv, np.ndarray):
+        fv = fv.reshape(-1)[0] if fv.size else None
+    return fv.item() if isinstance(fv, np.generic) else fv
+
+
+def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[Mapping[str, Any]] = None) -> None:
+    """Store ``ds`` as a new dataset ``name`` (never flushes; all-or-nothing on error)."""
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"add_xr_dataset needs an xarray.Dataset, got {type(ds).__name__}")
+    from .._meta import validate_name
+
+    validate_name(name, "dataset")
+    if store.dataset_exists(name):
+        raise FileExistsError(f"dataset {name!r} already exists")
+    plan = []
+    var_meta: dict[str, Any] = {}
+    attr_kinds: dict[str, str] = {}
+    variables = {**{k: ds.coords[k].variable for k in ds.coords}, **{k: ds[k].variable for k in ds.data_vars}}
+    order = list(ds.variables)  # xarray's own order: round trips reproduce it
+    for vname in order:
+        var = variables[vname]
+        if not isinstance(vname, str):
+            raise TypeError(f"variable name {vname!r} is not a str")
+        validate_name(vname, "variable")
+        for dim in var.dims:
+            if not isinstance(dim, str):
+                raise TypeError(f"variable {vname!r}: dimension name {dim!r} is not a str")
+        dtype, conv, orig = M.storage_form(vname, _probe(var))
+        fill = _fill_value(var)
+        if fill is not None:
+            fill = _coerce_fill_for(dtype, fill, orig, vname)
+        attrs = {}
+        for k, v in var.attrs.items():
+            if k == "_FillValue":
+                continue
+            attrs[str(k)] = M.encode_attr(v)
+        var_meta[vname] = {"dtype": orig, "attrs": list(attrs), "fill_attr": "_FillValue" in var.attrs}
+        plan.append((vname, var, dtype, conv, fill, _chunk_shape(vname, var, chunks), attrs))
+    ds_attrs = {}
+    for k, v in ds.attrs.items():
+        if not isinstance(k, str):
+            raise TypeError(f"dataset attribute name {k!r} is not a str")
+        ds_attrs[k] = M.encode_attr(v)
+    view = store.create_dataset(name)
+    try:
+        for vname, var, dtype, conv, fill, chunk, attrs in plan:
+            view.define_array(vname, dtype, list(var.dims), list(var.shape), list(chunk), fill_value=fill)
+            for k, (v, kind) in attrs.items():
+                key = f"{vname}.{k}"
+                view._set_attr(key, v)
+                attr_kinds[key] = kind
+            _write_variable(view, vname, var, conv)
+        for k, (v, kind) in ds_attrs.items():
+            view._set_attr(k, v)
+            attr_kinds[k] = kind
+        view._set_attr(M.COORDS_ATTR, json.dumps([c for c in ds.coords]))
+        view._set_attr(M.META_ATTR, json.dumps({
+            "v": M.MAPPING_VERSION, "order": order, "vars": var_meta,
+            "attrs": list(ds_attrs), "kinds": attr_kinds,
+        }))
+    except BaseException:
+        store.delete_dataset(name)
+        raise
+
+
+def _probe(var: xr.Variable) -> np.ndarray:
+    """A zero-size array of the variable's dtype (no data is computed)."""
+    return np.empty(0, var.dtype)
+
+
+def _coerce_fill_for(dtype: str, fill: Any, orig: str, vname: str) -> Any:
+    odt = np.dtype(orig)
+    if odt.kind == "b":
+        return int(bool(fill))
+    if odt.kind == "M":
+        return int(np.datetime64(fill, np.datetime_data(odt)[0]).astype("datetime64[ns]").astype(np.int64)) if not isinstance(fill, int) else fill
+    if odt.kind == "m":
+        return int(np.timedelta64(fill, np.datetime_data(odt)[0]).astype("timedelta64[ns]").astype(np.int64)) if not isinstance(fill, int) else fill
+    if odt.kind in "US":
+        return fill.decode() if isinstance(fill, bytes) else str(fill)
+    if odt.kind == "f" and isinstance(fill, (int, float)):
+        return float(fill)
+    if odt.kind in "iu" and isinstance(fill, float) and float(fill).is_integer():
+        return int(fill)
+    return fill
+
+
+def _write_variable(view: Any, vname: str, var: xr.Variable, conv: Any) -> None:
+    data = var.data
+    if hasattr(data, "blocks") and hasattr(data, "numblocks"):  # dask: one block at a time
+        offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in data.chunks]
+        for idx in np.ndindex(*data.numblocks):
+            block = np.asarray(data.blocks[idx].compute())
+            start = [int(offsets[d][i]) for d, i in enumerate(idx)]
+            view.write_array(vname, start, M.to_storage_values(block, conv))
+        return
+    arr = np.asarray(var.values)
+    view.write_array(vname, [0] * arr.ndim, M.to_storage_values(arr, conv))
+
+
+# ------------------------------------------------------------------ read back
+def _layout(view: Any) -> tuple[list[str], list[str], dict[str, Any]]:
+    meta_raw = view.get_attribute(M.META_ATTR)
+    coords_raw = view.get_attribute(M.COORDS_ATTR)
+    coords = json.loads(coords_raw) if coords_raw else []
+    meta = json.loads(meta_raw) if meta_raw else {}
+    order = meta.get("order") or view.list_arrays()
+    return order, coords, meta
+
+
+def _attrs_for(view: Any, meta: dict[str, Any], order: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    all_attrs = view.attributes()
+    kinds = meta.get("kinds", {})
+    var_attrs: dict[str, dict[str, Any]] = {v: {} for v in order}
+    ds_attrs: dict[str, Any] = {}
+    if meta:
+        for v, vm in meta.get("vars", {}).items():
+            for k in vm.get("attrs", []):
+                key = f"{v}.{k}"
+                var_attrs.setdefault(v, {})[k] = M.decode_attr(all_attrs[key], kinds.get(key))
+        for k in meta.get("attrs", []):
+            ds_attrs[k] = M.decode_attr(all_attrs[k], kinds.get(k))
+        return ds_attrs, var_attrs
+    for k, v in all_attrs.items():  # a dataset written without the mapping: best effort
+        if k.startswith("_pyatlas"):
+            continue
+        head, dot, tail = k.partition(".")
+        if dot and head in var_attrs:
+            var_attrs[head][tail] = M.decode_attr(v, None)
+        else:
+            ds_attrs[k] = M.decode_attr(v, None)
+    return ds_attrs, var_attrs
+
+
+def to_xarray(store: "Atlas", name: str, chunks: Any = "auto") -> xr.Dataset:
+    """The dataset ``name`` as an ``xr.Dataset``; chunked arrays come back dask-backed.
+
+    ``chunks="auto"``: dask-backed where the on-disk chunking differs from the shape (one
+    task per on-disk chunk); ``chunks=None``: everything eager.
+    """
+    view = store.open_dataset(name)
+
+    def make(v: str, am: dict[str, Any], orig: Optional[str]) -> tuple[Any, bool]:
+        lazy = chunks is not None and list(am["chunk_shape"]) != list(am["shape"]) and len(am["shape"]) > 0
+        if lazy:
+            from ._dask import lazy_array
+
+            return lazy_array(store, name, v, orig), True
+        data = view.read_array(v)
+        return (M.from_storage_values(data, orig) if orig else data), False
+
+    return build_dataset(view, make)
+
+
+def build_dataset(view: Any, make: Any, drop: Sequence[str] = ()) -> xr.Dataset:
+    """Assemble an ``xr.Dataset`` from a dataset view; ``make(var, array_meta, orig_dtype)`` gives each variable's data."""
+    order, coords, meta = _layout(view)
+    ds_attrs, var_attrs = _attrs_for(view, meta, order)
+    variables = {}
+    for v in order:
+        if v in drop:
+            continue
+        am = view.array_meta(v)
+        if am is None:
+            continue
+        vm = meta.get("vars", {}).get(v, {})
+        orig = vm.get("dtype")
+        data, lazy = make(v, am, orig)
+        attrs = dict(var_attrs.get(v, {}))
+        fill = view.array_fill_value(v)
+        encoding: dict[str, Any] = {}
+        if fill is not None:
+            if vm.get("fill_attr", False):
+                attrs = {"_FillValue": _fill_back(fill, orig), **attrs}
+            else:
+                encoding["_FillValue"] = _fill_back(fill, orig)
+        if lazy:
+            encoding["preferred_chunks"] = dict(zip(am["dimension_names"], am["chunk_shape"]))
+        variables[v] = xr.Variable(am["dimension_names"], data, attrs, encoding=encoding)
+    coord_vars = {k: variables[k] for k in order if k in coords and k in variables}
+    data_vars = {k: variables[k] for k in order if k not in coords and k in variables}
+    return xr.Dataset(data_vars, coords=coord_vars, attrs=ds_attrs)
+
+
+def _fill_back(fill: Any, orig: Optional[str]) -> Any:
+    if orig is None:
+        return fill
+    dt = np.dtype(orig)
+    if dt.kind in "iufb":
+        return dt.type(fill)
+    if dt.kind == "S":
+        return fill.encode() if isinstance(fill, str) else fill
+    return fill
+
+
+def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "dataset", parallel: bool = True,
+                   chunks: Any = None) -> xr.Dataset:
+    """Stack many datasets of one schema: each data variable gets a leading ``concat_dim``.
+
+    Coordinates and dataset attributes come from the first dataset; the ``concat_dim``
+    coordinate holds the dataset names. ``chunks=None`` reads eagerly with one stacked read
+    per variable; ``chunks="auto"`` (or a dict) returns dask-backed variables.
+    """
+    if isinstance(names, str):
+        raise TypeError("names must be a sequence of dataset names, not a single str")
+    names = list(names)
+    if not names:
+        raise ValueError("names is empty")
+    for n in names:
+        if not store.dataset_exists(n):
+            raise KeyError(f"no dataset named {n!r}")
+    first = store.open_dataset(names[0])
+    order, coords, meta = _layout(first)
+    ds_attrs, var_attrs = _attrs_for(first, meta, order)
+    variables: dict[str, xr.Variable] = {}
+    coord_vars: dict[str, xr.Variable] = {}
+    for v in order:
+        am = first.array_meta(v)
+        if am is None:
+            continue
+        orig = meta.get("vars", {}).get(v, {}).get("dtype")
+        if v in coords:
+            data = first.read_array(v)
+            if orig:
+                data = M.from_storage_values(data, orig)
+            coord_vars[v] = xr.Variable(am["dimension_names"], data, var_attrs.get(v, {}))
+            continue
+        if chunks is not None:
+            from ._dask import lazy_stack
+
+            data = lazy_stack(store, names, v, orig, am)
+        else:
+            data = store.read_array_across_stacked(v, names)
+            if orig:
+                data = M.from_storage_values(data, orig)
+        variables[v] = xr.Variable([concat_dim, *am["dimension_names"]], data, var_attrs.get(v, {}))
+    coord_vars[concat_dim] = xr.Variable([concat_dim], np.asarray(names, dtype=object))
+    return xr.Dataset(variables, coords=coord_vars, attrs=ds_attrs)

@@ -1,0 +1,93 @@
+"""``xr.open_dataset(path, engine="atlas", group=name)``: the xarray backend entry point.
+
+Cheap to import (xarray lists every backend at start-up): atlas itself is imported lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Optional
+
+import numpy as np
+from xarray.backends import BackendArray, BackendEntrypoint
+from xarray.core import indexing
+
+
+class AtlasBackendArray(BackendArray):
+    """Lazy view of one stored array; picklable (holds the store, which pickles as its location)."""
+
+    def __init__(self, store: Any, dataset: str, array: str, shape: tuple[int, ...], dtype: np.dtype, orig: Optional[str]) -> None:
+        self.store = store
+        self.dataset = dataset
+        self.array = array
+        self.shape = shape
+        self.dtype = dtype
+        self.orig = orig
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._raw)
+
+    def _raw(self, key: tuple[Any, ...]) -> np.ndarray:
+        from ._mapping import from_storage_values
+
+        start, count, post, squeeze = [], [], [], []
+        for k, n in zip(key, self.shape):
+            if isinstance(k, slice):
+                a, b, step = k.indices(n)
+                if step < 0:
+                    raise IndexError("negative steps are applied by xarray, not the backend")
+                b = max(a, b)
+                start.append(a)
+                count.append(b - a)
+                post.append(slice(None, None, step))
+                squeeze.append(False)
+            else:
+                i = int(k)
+                start.append(i)
+                count.append(1)
+                post.append(slice(None))
+                squeeze.append(True)
+        data = self.store.open_dataset(self.dataset).read_array(self.array, start, count)
+        if post:
+            data = data[tuple(post)]
+        axes = tuple(i for i, s in enumerate(squeeze) if s)
+        if axes:
+            data = data.squeeze(axis=axes)
+        return from_storage_values(data, self.orig) if self.orig else data
+
+
+class AtlasBackendEntrypoint(BackendEntrypoint):
+    """Open one dataset of an atlas store with ``engine="atlas"``; ``group`` names the dataset."""
+
+    description = "Open a dataset of an atlas store (many datasets of one schema in one store)"
+    url = "https://github.com/atlas-python/atlas"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group")
+
+    def open_dataset(self, filename_or_obj: Any, *, drop_variables: Optional[Iterable[str]] = None,
+                     group: Optional[str] = None) -> Any:
+        import atlas
+
+        from ._xarray import build_dataset
+
+        store = filename_or_obj if isinstance(filename_or_obj, atlas.Atlas) else atlas.Atlas.open(filename_or_obj)
+        if group is None:
+            names = store.list_datasets()
+            if len(names) != 1:
+                raise ValueError(f"the store holds {len(names)} datasets; pass group=<dataset name> (one of {names[:10]!r})")
+            group = names[0]
+        view = store.open_dataset(group)
+
+        def make(v: str, am: dict[str, Any], orig: Optional[str]) -> tuple[Any, bool]:
+            from .. import dtypes as D
+
+            dt = np.dtype(orig) if orig else D.user_dtype(am["dtype"])
+            arr = AtlasBackendArray(store, group, v, tuple(am["shape"]), dt, orig)
+            return indexing.LazilyIndexedArray(arr), False
+
+        return build_dataset(view, make, drop=tuple(drop_variables or ()))
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        try:
+            return os.path.isfile(os.path.join(os.fspath(filename_or_obj), "atlas.meta"))
+        except TypeError:
+            return False

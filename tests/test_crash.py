@@ -1,0 +1,410 @@
+"""Crash safety: SIGKILL a writer at random moments of a flush loop, many times.
+
+Requirement: "Flush is atomic and durable: data fsynced, metadata replaced by rename,
+directory fsynced. A process killed at any moment of a flush leaves the previous or the new
+state, readable and whole."
+
+A child process runs rounds r = 0, 1, 2, ... on one store. Round r's mutations are a pure
+function of r (and of which datasets exist, itself a function of the previous rounds), so
+the parent rebuilds the exact expected state of any round with an in-memory model. After
+each flush the child appends r to a fsync'd progress file. The parent SIGKILLs the child at
+a random moment, reopens the store and requires it to equal, byte for byte, the state after
+the last recorded round P or after P + 1 (the kill may land between the metadata rename and
+the progress write). The next trial reopens the same, crashed, store and keeps going.
+
+Markers written by the child just before/after ``flush()`` and ``compact()`` tell which
+kills landed inside a flush; the test asserts that enough of them did.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import atlas
+
+# --------------------------------------------------------------------------- the round plan
+# Shared verbatim by the child (written to a file and imported) and the parent (exec'd).
+PLAN_SRC = r'''
+import numpy as np
+
+COMPACT_EVERY = 9   # compact() after the flush of rounds r % COMPACT_EVERY == 4
+KEEP = 10           # datasets older than this many rounds are deleted
+
+
+def x_values(r):
+    return (np.arange(50, dtype=np.float32) * np.float32(r + 1) + np.float32(r) / np.float32(7)).astype(np.float32)
+
+
+def n_values(r):
+    return (np.int64(r) * 1_000_003 + np.arange(12, dtype=np.int64).reshape(3, 4) * (r % 5 + 1) + 1).astype(np.int64)
+
+
+def s_values(r):
+    return np.array([f"r{r}-{i}" + "\u00e9" * (i % 3) + "x" * ((r + i) % 5) for i in range(7)], dtype=object)
+
+
+def big_values(r):
+    return np.sin(np.arange(3 * 4000, dtype=np.float64) * (r + 1) * 1e-3).reshape(3, 4000) + r
+
+
+def plan(r, exists):
+    """The mutations of round r: a list of ops; ``exists(name)`` says whether a dataset exists now."""
+    d = f"d{r}"
+    ops = []
+    if not exists("state"):
+        ops.append(("create", "state"))
+    ops.append(("create", d))
+    # float32 (50,) chunked (10,), fill -1; every third round the last 7 cells stay unwritten
+    ops.append(("define", d, "x", "float32", ["i"], [50], [10], -1.0))
+    xs = x_values(r)
+    if r % 3 == 0:
+        ops.append(("write", d, "x", [0], np.ascontiguousarray(xs[:43])))
+    else:
+        ops.append(("write", d, "x", [0], xs))
+    # int64 (3, 4) chunked (2, 2), written in two boxes
+    nv = n_values(r)
+    ops.append(("define", d, "n", "int64", ["a", "b"], [3, 4], [2, 2], None))
+    ops.append(("write", d, "n", [0, 0], np.ascontiguousarray(nv[:2])))
+    ops.append(("write", d, "n", [2, 0], np.ascontiguousarray(nv[2:])))
+    # strings (7,) chunked (3,)
+    ops.append(("define", d, "s", "string", ["k"], [7], [3], None))
+    ops.append(("write", d, "s", [0], s_values(r)))
+    # a larger float64 array (chunks >= 16 KiB are compressed at write time) every other round
+    if r % 2 == 1:
+        ops.append(("define", d, "big", "float64", ["p", "q"], [3, 4000], [1, 4000], None))
+        ops.append(("write", d, "big", [0, 0], big_values(r)))
+    ops.append(("attr", d, "round", int(r)))
+    ops.append(("attr", d, "label", f"dataset {r} \u2713"))
+    ops.append(("attr", d, "scale", float(r) / 3.0))
+    ops.append(("attr", d, "odd", bool(r % 2)))
+    # overwrite part of an earlier dataset's arrays (crosses chunk boundaries: read-modify-write)
+    e = f"d{r - 2}"
+    if r % 4 == 1 and exists(e):
+        ops.append(("write", e, "x", [5], (np.arange(20, dtype=np.float32) - np.float32(r)).astype(np.float32)))
+        ops.append(("write", e, "n", [1, 1], np.full((2, 2), -r - 1, np.int64)))
+        ops.append(("write", e, "s", [2], np.array([f"over{r}", f"w{r}\u00fc"], dtype=object)))
+        ops.append(("attr", e, "overwritten_by", int(r)))
+    # delete earlier datasets
+    e = f"d{r - 5}"
+    if r % 5 == 2 and exists(e):
+        ops.append(("delete", e))
+    e = f"d{r - KEEP}"
+    if exists(e):
+        ops.append(("delete", e))
+    e = f"d{r - 1}"
+    if exists(e):
+        ops.append(("attr", e, "next", f"d{r}"))
+    ops.append(("attr", "state", "round", int(r)))
+    return ops
+
+
+def apply_to_atlas(a, ops):
+    for op in ops:
+        kind = op[0]
+        if kind == "create":
+            a.create_dataset(op[1])
+        elif kind == "define":
+            _, d, name, dtype, dims, shape, chunk, fill = op
+            a.open_dataset(d).define_array(name, dtype, dims, shape, chunk, fill)
+        elif kind == "write":
+            _, d, name, start, data = op
+            a.open_dataset(d).write_array(name, start, data)
+        elif kind == "attr":
+            _, d, key, value = op
+            a.open_dataset(d).set_attribute(key, value)
+        elif kind == "delete":
+            a.delete_dataset(op[1])
+        else:
+            raise AssertionError(op)
+'''
+
+CHILD_SRC = r'''
+import os, shutil, sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+store, progress, markers, scratch, max_rounds = sys.argv[1:6]
+max_rounds = int(max_rounds)
+
+import atlas
+from crash_plan import COMPACT_EVERY, apply_to_atlas, plan
+
+mfd = os.open(markers, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def mark(s):
+    os.write(mfd, (s + "\n").encode())
+
+
+def one_round(a, r, live):
+    apply_to_atlas(a, plan(r, a.dataset_exists))
+    if live:
+        mark(f"flushing {r}")
+    a.flush()
+    if live:
+        mark(f"flushed {r}")
+    if r % COMPACT_EVERY == 4:
+        if live:
+            mark(f"compacting {r}")
+        a.compact()
+        if live:
+            mark(f"compacted {r}")
+
+
+# warm-up on a scratch store: numba compiles (or loads) every kernel before "ready"
+shutil.rmtree(scratch, ignore_errors=True)
+w = atlas.Atlas.create(scratch)
+for r in range(6):
+    one_round(w, r, False)
+w = atlas.Atlas.open(scratch)
+for name in w.list_datasets():
+    ds = w.open_dataset(name)
+    for arr in ds.list_arrays():
+        ds.read_array(arr)
+        ds.array_stats(arr)
+del w, ds
+shutil.rmtree(scratch, ignore_errors=True)
+
+if os.path.exists(os.path.join(store, "atlas.meta")):
+    a = atlas.Atlas.open(store)
+else:
+    a = atlas.Atlas.create(store)
+start = a.open_dataset("state").get_attribute("round") + 1 if a.dataset_exists("state") else 0
+pfd = os.open(progress, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+mark(f"ready {start}")
+for r in range(start, start + max_rounds):
+    one_round(a, r, True)
+    os.write(pfd, f"{r}\n".encode())
+    os.fsync(pfd)
+    mark(f"done {r}")
+mark("exit")
+'''
+
+
+def _load_plan() -> dict[str, Any]:
+    ns: dict[str, Any] = {}
+    exec(compile(PLAN_SRC, "crash_plan.py", "exec"), ns)
+    return ns
+
+
+# --------------------------------------------------------------------------- the model
+_DEFAULT_FILL = {"float32": np.float32(0), "float64": np.float64(0), "int64": np.int64(0), "string": ""}
+_NP = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "string": object}
+
+
+class Model:
+    """The expected logical content of the store after a given round."""
+
+    def __init__(self, plan: Callable[..., list]) -> None:
+        self.plan = plan
+        self.round = -1
+        # dataset -> {"attrs": {k: v}, "arrays": {name: {"spec":..., "data": ndarray, "written": bool mask}}}
+        self.datasets: dict[str, dict[str, Any]] = {}
+
+    def advance_to(self, r: int) -> None:
+        assert r >= self.round, f"committed state went back from round {self.round} to {r}"
+        while self.round < r:
+            self.round += 1
+            self._apply(self.plan(self.round, lambda n: n in self.datasets))
+
+    def _apply(self, ops: list) -> None:
+        for op in ops:
+            kind = op[0]
+            if kind == "create":
+                self.datasets[op[1]] = {"attrs": {}, "arrays": {}}
+            elif kind == "define":
+                _, d, name, dtype, dims, shape, chunk, fill = op
+                fv = _DEFAULT_FILL[dtype] if fill is None else fill
+                data = np.empty(tuple(shape), _NP[dtype])
+                data[...] = fv
+                self.datasets[d]["arrays"][name] = {
+                    "spec": (dtype, list(dims), list(shape), list(chunk), fill),
+                    "data": data, "written": np.zeros(tuple(shape), bool),
+                }
+            elif kind == "write":
+                _, d, name, start, val = op
+                arr = self.datasets[d]["arrays"][name]
+                box = tuple(slice(s, s + n) for s, n in zip(start, val.shape))
+                arr["data"][box] = val
+                arr["written"][box] = True
+            elif kind == "attr":
+                _, d, key, value = op
+                self.datasets[d]["attrs"][key] = value
+            elif kind == "delete":
+                del self.datasets[op[1]]
+            else:
+                raise AssertionError(op)
+
+
+def _expected_stats(spec: tuple, data: np.ndarray, written: np.ndarray) -> tuple[int, Any, Any]:
+    fill = spec[4]
+    vals = data[written]
+    if fill is not None:
+        vals = vals[vals != fill]
+    null = data.size - vals.size
+    if vals.size == 0:
+        return null, None, None
+    return null, min(vals.tolist()), max(vals.tolist())
+
+
+def check_store(path: Path, model: Model, where: str) -> None:
+    """The store at ``path`` holds exactly ``model``'s state (byte-for-byte array contents)."""
+    a = atlas.Atlas.open(str(path))
+    assert a.list_datasets() == list(model.datasets), where
+    for dname, dexp in model.datasets.items():
+        ds = a.open_dataset(dname)
+        got_attrs = ds.attributes()
+        assert got_attrs == dexp["attrs"], f"{where}: attributes of {dname}"
+        for k, v in dexp["attrs"].items():
+            assert type(got_attrs[k]) is type(v), f"{where}: type of attribute {dname}.{k}"
+        assert ds.list_arrays() == list(dexp["arrays"]), f"{where}: arrays of {dname}"
+        for aname, aexp in dexp["arrays"].items():
+            dtype, dims, shape, chunk, fill = aexp["spec"]
+            ctx = f"{where}: {dname}/{aname}"
+            assert ds.array_meta(aname) == {"dtype": dtype, "shape": shape, "chunk_shape": chunk,
+                                            "dimension_names": dims}, ctx
+            got = ds.read_array(aname)
+            exp = aexp["data"]
+            assert got is not None, ctx
+            assert got.dtype == exp.dtype and got.shape == exp.shape, ctx
+            np.testing.assert_array_equal(got, exp, err_msg=ctx)
+            if dtype != "string":
+                assert got.tobytes() == exp.tobytes(), ctx
+            else:
+                assert [type(v) for v in got.ravel().tolist()] == [str] * got.size, ctx
+            st = ds.array_stats(aname)
+            assert st is not None, f"{ctx}: no stats after flush"
+            null, mn, mx = _expected_stats(aexp["spec"], exp, aexp["written"])
+            assert (st["row_count"], st["null_count"]) == (exp.size, null), f"{ctx}: stats {st}"
+            assert st["min"] == mn and st["max"] == mx, f"{ctx}: stats {st} != {(null, mn, mx)}"
+
+
+# --------------------------------------------------------------------------- the driver
+def _read_lines(p: Path) -> list[str]:
+    if not p.exists():
+        return []
+    text = p.read_text()
+    return text.split("\n")[:-1]  # a trailing partial line (no newline) is not a record
+
+
+def _last_progress(p: Path) -> int:
+    lines = _read_lines(p)
+    return int(lines[-1]) if lines else -1
+
+
+def run_crash_trials(tmp_path: Path, kills: int, seed: int, min_mid_flush: int) -> dict[str, Any]:
+    plan_ns = _load_plan()
+    (tmp_path / "crash_plan.py").write_text(PLAN_SRC)
+    child = tmp_path / "crash_child.py"
+    child.write_text(CHILD_SRC)
+    store = tmp_path / "store"
+    progress = tmp_path / "progress.txt"
+    rng = random.Random(seed)
+    model = Model(plan_ns["plan"])
+    committed = -1  # highest round known to be in the store
+    lo, hi = 0.05, 1.2
+    stats: dict[str, Any] = {"kills": 0, "flushing": 0, "compacting": 0, "between": 0, "other": 0,
+                             "exited": 0, "rounds": 0, "no_progress": 0}
+    t0 = time.monotonic()
+    for trial in range(kills):
+        markers = tmp_path / f"markers-{trial}.txt"
+        log = tmp_path / f"child-{trial}.log"
+        env = dict(os.environ)
+        # every third trial: pending payloads spill to a temp file (flush streams from it)
+        if trial % 3 == 2:
+            env["ATLAS_PENDING_BUDGET"] = "0"
+        else:
+            env.pop("ATLAS_PENDING_BUDGET", None)
+        with open(log, "wb") as lf:
+            proc = subprocess.Popen(
+                [sys.executable, str(child), str(store), str(progress), str(markers), str(tmp_path / "scratch"), "100000"],
+                stdout=lf, stderr=subprocess.STDOUT, env=env,
+            )
+        try:
+            deadline = time.monotonic() + 120
+            while not any(l.startswith("ready") for l in _read_lines(markers)):
+                if proc.poll() is not None:
+                    pytest.fail(f"trial {trial}: child exited ({proc.returncode}) before ready:\n{log.read_text()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"trial {trial}: child not ready after 120 s:\n{log.read_text()}")
+                time.sleep(0.005)
+            time.sleep(rng.uniform(lo, hi))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            rc = proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if rc != -signal.SIGKILL:
+            if rc != 0:
+                pytest.fail(f"trial {trial}: child failed with {rc}:\n{log.read_text()}")
+            stats["exited"] += 1
+        else:
+            stats["kills"] += 1
+        lines = _read_lines(markers)
+        last = lines[-1].split()[0] if lines else "none"
+        ready_round = int(lines[0].split()[1])
+        if last == "flushing":
+            stats["flushing"] += 1
+        elif last == "compacting":
+            stats["compacting"] += 1
+        elif last in ("flushed", "compacted"):
+            stats["between"] += 1  # flush returned, progress not yet written
+        else:
+            stats["other"] += 1  # building the next round in memory
+        assert ready_round == committed + 1, f"trial {trial}: child resumed at {ready_round}, store had {committed}"
+
+        p = max(_last_progress(progress), committed)
+        allowed = {p} if rc == 0 else {p, p + 1}
+        a = atlas.Atlas.open(str(store))
+        got = a.open_dataset("state").get_attribute("round") if a.dataset_exists("state") else -1
+        del a
+        where = f"trial {trial} (seed {seed}, last marker {lines[-1] if lines else None!r})"
+        assert got in allowed, f"{where}: store is at round {got}, expected one of {sorted(allowed)}"
+        if got == committed:
+            stats["no_progress"] += 1
+        stats["rounds"] += got - committed
+        model.advance_to(got)
+        check_store(store, model, f"{where}, round {got}")
+        committed = got
+        # keep the kills landing inside flushes: once a few trials are in, steer the delay range
+        if trial == 10 and stats["flushing"] + stats["compacting"] < 3:
+            lo, hi = 0.02, 0.6
+        markers.unlink()
+        log.unlink()
+    # the crashed store is still a working store: one more round, a compact, and a final check
+    a = atlas.Atlas.open(str(store))
+    plan_ns["apply_to_atlas"](a, plan_ns["plan"](committed + 1, a.dataset_exists))
+    a.flush()
+    a.compact()
+    del a
+    model.advance_to(committed + 1)
+    check_store(store, model, "after the final compact")
+    stats["seconds"] = round(time.monotonic() - t0, 1)
+    stats["final_round"] = committed + 1
+    print(f"\ncrash trials: {stats}")
+    mid = stats["flushing"] + stats["compacting"]
+    assert stats["kills"] >= kills * 0.9, stats
+    assert mid >= min_mid_flush, f"only {mid} kills landed inside flush/compact: {stats}"
+    assert stats["flushing"] >= 1, stats
+    return stats
+
+
+def test_sigkill_during_flush_loop(tmp_path: Path) -> None:
+    run_crash_trials(tmp_path, kills=40, seed=20240601, min_mid_flush=8)
+
+
+@pytest.mark.slow
+def test_sigkill_during_flush_loop_many(tmp_path: Path) -> None:
+    run_crash_trials(tmp_path, kills=300, seed=7, min_mid_flush=60)
