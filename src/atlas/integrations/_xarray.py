@@ -210,7 +210,7 @@ def build_dataset(view: Any, make: Any, drop: Sequence[str] = ()) -> xr.Dataset:
                 attrs = {"_FillValue": _fill_back(fill, orig), **attrs}
             else:
                 encoding["_FillValue"] = _fill_back(fill, orig)
-        if lazy:
+        if list(am["chunk_shape"]) != list(am["shape"]):
             encoding["preferred_chunks"] = dict(zip(am["dimension_names"], am["chunk_shape"]))
         variables[v] = xr.Variable(am["dimension_names"], data, attrs, encoding=encoding)
     coord_vars = {k: variables[k] for k in order if k in coords and k in variables}
