@@ -242,12 +242,6 @@ def test_stats_of_defined_but_unwritten_array(tmp_path):
     assert d.array_stats("z")["null_count"] == 1
 
 
-def _nan_eq(a, b):
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return a == b
-
-
 def reference_stats(dtype, values, written, fill):
     """The spec's stats: nulls = unwritten + written cells equal to fill (NaN if fill is NaN)."""
     vals = values[written]

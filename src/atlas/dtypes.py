@@ -226,7 +226,8 @@ def coerce_attribute(key: str, value: Any, dtype: str | None = None) -> tuple[st
     if d in _ATTR_INT_OVERRIDES:
         if not _is_int(value):
             raise TypeError(f"attribute {key!r}: dtype {d!r} needs an int, got {type(value).__name__}: {value!r}")
-        return "int64", _check_int_range(int(value), _ATTR_INT_OVERRIDES[d], f"attribute {key!r}")
+        v = _check_int_range(int(value), _ATTR_INT_OVERRIDES[d], f"attribute {key!r}")
+        return "int64", _check_int_range(v, np.dtype(np.int64), f"attribute {key!r} (stored as int64)")
     if d in ("float32", "float64"):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"attribute {key!r}: dtype {d!r} needs a float, got {type(value).__name__}: {value!r}")
@@ -253,6 +254,8 @@ def coerce_attribute(key: str, value: Any, dtype: str | None = None) -> tuple[st
 
 
 def _timestamp_ns(value: Any, key: str) -> int:
+    if isinstance(value, _dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
     try:
         v = np.datetime64(value, "ns")
     except (ValueError, TypeError) as e:
