@@ -212,8 +212,11 @@ else:
             except BaseException:
                 traceback.print_exc()
                 sys.stderr.flush()
+                with open(markers, "a") as f:
+                    f.write("error\n")
                 os._exit(1)
             os._exit(0)
+        sys.stdin.readline()  # "reap": the writer was killed (until reaped, its pid cannot be reused)
         _, status = os.waitpid(pid, 0)
         print(f"status {status}", flush=True)
 '''
@@ -365,6 +368,15 @@ class _Writers:
         self.server.stdin.flush()  # type: ignore[union-attr]
         return None
 
+    def kill(self, proc: subprocess.Popen | None, pid: int) -> None:
+        """SIGKILL the writer (not yet reaped by anyone, so ``pid`` is still ours)."""
+        if proc is not None:
+            proc.send_signal(signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            self.server.stdin.write("reap\n")  # type: ignore[union-attr]
+            self.server.stdin.flush()  # type: ignore[union-attr]
+
     def failure_log(self, proc: subprocess.Popen | None, log: Path) -> str:
         return log.read_text() if proc is not None and log.exists() else self.server_log.read_text()
 
@@ -423,13 +435,15 @@ def run_crash_trials(tmp_path: Path, kills: int, seed: int, min_mid_flush: int, 
                     pid = int(lines[0].split()[1])
                     ready_round = int(lines[0].split()[2])
                     break
+                if lines and lines[-1] == "error":
+                    pytest.fail(f"trial {trial}: writer failed before ready:\n{writers.failure_log(proc, log)}")
                 if proc is not None and proc.poll() is not None:
                     pytest.fail(f"trial {trial}: writer exited ({proc.returncode}) before ready:\n{log.read_text()}")
                 if time.monotonic() > deadline:
                     pytest.fail(f"trial {trial}: writer not ready after 120 s:\n{writers.failure_log(proc, log)}")
                 time.sleep(0.002)
             time.sleep(rng.uniform(lo, hi))
-            os.kill(pid, signal.SIGKILL)
+            writers.kill(proc, pid)
             rc = writers.status(proc)
             if rc != -signal.SIGKILL:
                 pytest.fail(f"trial {trial}: writer ended with {rc} before the kill:\n{writers.failure_log(proc, log)}")

@@ -194,3 +194,18 @@ def test_read_arrays_and_across(tmp_path):
         store.read_array_across_stacked("a", ["d0", "e"])
     # the store still works after every error above
     np.testing.assert_array_equal(store.read_array_across_stacked("a", ["d1"])[0], np.arange(10, dtype=np.int16))
+
+
+def test_import_atlas_compiles_and_imports_nothing_heavy():
+    import subprocess
+
+    code = (
+        "import sys, atlas\n"
+        "heavy = [m for m in ('numba', 'xarray', 'dask', 'obstore') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+        "import xarray as xr\n"
+        "print(hasattr(xr.Dataset, 'atlas'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "", f"import atlas imported {out[0]}"
+    assert out[1] == "True", "ds.atlas was not registered once xarray was imported"

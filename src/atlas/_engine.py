@@ -350,6 +350,8 @@ class Engine:
     # ------------------------------------------------------------------ writes
     def write(self, name: str, phys: Physical | None, m: ArrayMeta, start: Sequence[int], data: np.ndarray) -> None:
         """Buffer ``data`` (storage-typed, C-contiguous) at ``start`` as pending chunks."""
+        if m.layout.empty or data.size == 0:
+            return
         if m.single_chunk and not m.is_string and data.shape == m.shape:
             # the write is the whole one-chunk array: its bytes are the chunk; stats wait for the flush
             nb = data.nbytes

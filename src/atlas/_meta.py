@@ -66,14 +66,15 @@ def validate_name(name: Any, what: str) -> str:
 class Layout:
     """Values derived from a schema, computed once per distinct schema (kernels use rank >= 1)."""
 
-    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "sdtype", "chunk_elems", "fill_storage")
+    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "empty", "sdtype", "chunk_elems", "fill_storage")
 
     def __init__(self, dtype: str, shape: tuple[int, ...], chunk: tuple[int, ...], fill: Any) -> None:
         kc = tuple(max(1, min(c, s)) for c, s in zip(chunk, shape)) if shape else (1,)
         self.kshape = np.asarray(shape or (1,), np.int64)
         self.kchunk = np.asarray(kc, np.int64)
         self.kchunk_t = kc
-        self.single_chunk = all(c >= s for c, s in zip(kc, shape or (1,)))
+        self.empty = any(s == 0 for s in shape)  # a zero-length axis: no cells, no chunks
+        self.single_chunk = not self.empty and all(c >= s for c, s in zip(kc, shape or (1,)))
         self.sdtype = D.storage_dtype(dtype)
         self.chunk_elems = math.prod(kc)
         self.fill_storage = D.fill_storage_value(dtype, fill)

@@ -25,7 +25,8 @@ def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is
     ``(k, ndim)`` is the extent of each chunk inside the array. A cell is null when
     ``has_fill`` and it equals ``fill`` (or is NaN when ``fill_is_nan``). NaN (``skip_nan``)
     and the value ``skip`` (``skip_value``, NaT for timestamps) never become min or max.
-    Chunks without a non-null value report ``min > max`` as a sentinel, with count 0.
+    ``has[c]`` tells whether chunk ``c`` had a value eligible for min/max; where it is False,
+    ``min``/``max`` are meaningless.
     """
     k = valid.shape[0]
     nd = chunk_shape.shape[0]
