@@ -662,17 +662,9 @@ class Engine:
                 for m, st in zip(ms, self.batch_stats(name, meta.physical.get(name), ms, idx)):
                     old_stats.append((m, m.stats))
                     m.stats = st
-            old_loc = {name: meta.physical[name].index for name in new_loc}
-            old_gen = meta.generation
             try:
-                for name, loc in new_loc.items():
-                    meta.physical[name].index = loc
-                meta.generation = gen
-                commit()
+                _commit_locations(meta, new_loc, gen, commit)
             except BaseException:
-                for name, loc0 in old_loc.items():
-                    meta.physical[name].index = loc0
-                meta.generation = old_gen
                 for m, st in old_stats:
                     m.stats = st
                 raise
@@ -702,18 +694,7 @@ class Engine:
             self.storage.barrier()
             before = self.storage.list("arrays")
             size_before = self.storage.size_of(before)
-            old_loc = {name: p.index for name, p in meta.physical.items()}
-            old_gen = meta.generation
-            try:
-                for name, loc in new_loc.items():
-                    meta.physical[name].index = loc
-                meta.generation = gen
-                commit()
-            except BaseException:
-                for name, loc0 in old_loc.items():
-                    meta.physical[name].index = loc0
-                meta.generation = old_gen
-                raise
+            _commit_locations(meta, new_loc, gen, commit)
             self._indexes.update(new_idx)
             keep = {p.index[0] for p in meta.physical.values() if p.index}
             for path in before:
@@ -737,6 +718,22 @@ class Engine:
                           Pending(comp if comp else raw, comp is not None, nb, int(c["nn"][r]), int(c["mn"][r]), int(c["mx"][r]),
                                   bool(c["has"][r]), bool(c["wmask"][r]))))
         return items
+
+
+def _commit_locations(meta: StoreMeta, new_loc: dict[str, Any], gen: int, commit: Callable[[], None]) -> None:
+    """Point the metadata at the new index footers and commit it; on failure restore the old state."""
+    old_loc = {name: meta.physical[name].index for name in new_loc}
+    old_gen = meta.generation
+    try:
+        for name, loc in new_loc.items():
+            meta.physical[name].index = loc
+        meta.generation = gen
+        commit()
+    except BaseException:
+        for name, loc0 in old_loc.items():
+            meta.physical[name].index = loc0
+        meta.generation = old_gen
+        raise
 
 
 def _live_aids(meta: StoreMeta) -> dict[str, np.ndarray]:
