@@ -122,6 +122,7 @@ class Engine:
         off = idx.frames["off"][frames]
         end = off + idx.frames["clen"][frames]
         out: list[Any] = [None] * len(frames)
+        jobs = []
         for s in np.unique(seg).tolist():
             sel = np.flatnonzero(seg == s)
             sel = sel[np.argsort(off[sel], kind="stable")]
@@ -129,14 +130,23 @@ class Engine:
             brk = np.flatnonzero(o[1:] - np.maximum.accumulate(e)[:-1] > COALESCE_GAP) + 1
             gs = np.concatenate([[0], brk])
             ge = np.concatenate([brk, [len(sel)]])
-            rs = o[gs]
-            re_ = np.maximum.reduceat(e, gs)
-            bufs = self.storage.read_ranges(idx.segments[s], rs.tolist(), re_.tolist())
+            jobs.append((idx.segments[s], sel, o, e, gs, ge, o[gs], np.maximum.reduceat(e, gs)))
+
+        def fetch(job: Any) -> None:
+            path, sel, o, e, gs, ge, rs, re_ = job
+            bufs = self.storage.read_ranges(path, rs.tolist(), re_.tolist())
             for g, buf in enumerate(bufs):
                 mv = memoryview(buf)
                 base = int(rs[g])
                 for j in range(int(gs[g]), int(ge[g])):
                     out[int(sel[j])] = mv[int(o[j]) - base:int(e[j]) - base]
+
+        conc = getattr(self.storage, "io_concurrency", 1)
+        if len(jobs) > 1 and conc > 1:
+            list(_executor.io_pool(conc).map(fetch, jobs))
+        else:
+            for job in jobs:
+                fetch(job)
         return out
 
     def _cached(self, idx: ChunkIndex, f: int) -> Any:

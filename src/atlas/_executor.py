@@ -59,9 +59,24 @@ def run(fn: Callable[[Any], Any], items: Iterable[Any], parallel: bool = True) -
     return list(pool().map(fn, items))
 
 
+_io_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def io_pool(n: int) -> ThreadPoolExecutor:
+    """A pool for network-bound fetches (object stores), separate from the CPU pool."""
+    p = _io_pools.get(n)
+    if p is None:
+        with _lock:
+            p = _io_pools.get(n)
+            if p is None:
+                p = _io_pools[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="atlas-io")
+    return p
+
+
 def _after_fork() -> None:
     global _pool
     _pool = None
+    _io_pools.clear()
 
 
 if hasattr(os, "register_at_fork"):

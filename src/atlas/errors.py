@@ -18,3 +18,7 @@ class CorruptStoreError(AtlasError, OSError):
 
 class StoreFormatError(AtlasError, ValueError):
     """The store was written in a format (or a format version) this library cannot read."""
+
+
+class ConcurrentWriteError(AtlasError, RuntimeError):
+    """Another writer changed the store since this handle opened it; reopen and retry."""

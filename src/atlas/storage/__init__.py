@@ -16,8 +16,12 @@ def storage_for(source: Any, *, create: bool) -> Storage:
         return source
     if isinstance(source, (str, os.PathLike)):
         return LocalStorage(os.fspath(source), create=create)
+    if type(source).__module__.startswith("obstore"):
+        from ._object import ObjectStorage
+
+        return ObjectStorage(source, create=create)
     raise TypeError(
-        f"source must be a path (str or os.PathLike), got {type(source).__name__}: {source!r}"
+        f"source must be a path (str or os.PathLike) or an obstore store, got {type(source).__name__}: {source!r}"
     )
 
 
