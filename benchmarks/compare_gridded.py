@@ -436,7 +436,7 @@ def floor_blobs(n: int) -> list[bytes]:
     return [zc.compress(np.ascontiguousarray(b).tobytes()) for b in stack_source(n)]
 
 
-def time_floor(blobs: list[bytes], runs: int = FLOOR_RUNS) -> dict[str, Any]:
+def measure_floor(blobs: list[bytes], runs: int = FLOOR_RUNS) -> dict[str, Any]:
     """Decompress every blob with a pre-started pool of os.cpu_count() threads; median of ``runs``."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -549,7 +549,7 @@ def child_main(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             once()
             res["second_call_seconds"] = time.perf_counter() - t0
-            res.update(time_floor(floor_blobs(n)))
+            res.update(measure_floor(floor_blobs(n)))
     print(json.dumps(res), flush=True)
     if args.profile_loops:
         loops = args.profile_loops
