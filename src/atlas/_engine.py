@@ -58,6 +58,7 @@ class _Kernels:
 K = _Kernels()
 
 
+_WORD = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
 _WIDE = {"f": np.dtype(np.float64), "u": np.dtype(np.uint64), "i": np.dtype(np.int64)}
 
 
@@ -116,12 +117,11 @@ class Engine:
             self._indexes.clear()
 
     # ------------------------------------------------------------------ frames
-    def _fetch(self, idx: ChunkIndex, frames: np.ndarray) -> list[Any]:
-        """Compressed bytes of ``frames`` (sorted unique ids), with coalesced range reads."""
+    def _fetch_jobs(self, idx: ChunkIndex, frames: np.ndarray) -> list[tuple[Any, ...]]:
+        """Coalesced range reads for ``frames`` (sorted unique ids): one job per segment."""
         seg = idx.frames["seg"][frames]
         off = idx.frames["off"][frames]
         end = off + idx.frames["clen"][frames]
-        out: list[Any] = [None] * len(frames)
         jobs = []
         for s in np.unique(seg).tolist():
             sel = np.flatnonzero(seg == s)
@@ -131,22 +131,34 @@ class Engine:
             gs = np.concatenate([[0], brk])
             ge = np.concatenate([brk, [len(sel)]])
             jobs.append((idx.segments[s], sel, o, e, gs, ge, o[gs], np.maximum.reduceat(e, gs)))
+        return jobs
 
-        def fetch(job: Any) -> None:
-            path, sel, o, e, gs, ge, rs, re_ = job
-            bufs = self.storage.read_ranges(path, rs.tolist(), re_.tolist())
-            for g, buf in enumerate(bufs):
-                mv = memoryview(buf)
-                base = int(rs[g])
-                for j in range(int(gs[g]), int(ge[g])):
-                    out[int(sel[j])] = mv[int(o[j]) - base:int(e[j]) - base]
+    @staticmethod
+    def _split_job(job: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One job per coalesced range (so local reads can overlap with decoding)."""
+        path, sel, o, e, gs, ge, rs, re_ = job
+        return [(path, sel[a:b], o[a:b], e[a:b], np.zeros(1, np.int64), np.asarray([b - a]), rs[g:g + 1], re_[g:g + 1])
+                for g, (a, b) in enumerate(zip(gs.tolist(), ge.tolist()))]
 
+    def _run_job(self, job: tuple[Any, ...], out: list[Any]) -> None:
+        path, sel, o, e, gs, ge, rs, re_ = job
+        bufs = self.storage.read_ranges(path, rs.tolist(), re_.tolist())
+        for g, buf in enumerate(bufs):
+            mv = memoryview(buf)
+            base = int(rs[g])
+            for j in range(int(gs[g]), int(ge[g])):
+                out[int(sel[j])] = mv[int(o[j]) - base:int(e[j]) - base]
+
+    def _fetch(self, idx: ChunkIndex, frames: np.ndarray) -> list[Any]:
+        """Compressed bytes of ``frames`` (sorted unique ids), with coalesced range reads."""
+        out: list[Any] = [None] * len(frames)
+        jobs = self._fetch_jobs(idx, frames)
         conc = getattr(self.storage, "io_concurrency", 1)
         if len(jobs) > 1 and conc > 1:
-            list(_executor.io_pool(conc).map(fetch, jobs))
+            list(_executor.io_pool(conc).map(lambda j: self._run_job(j, out), jobs))
         else:
             for job in jobs:
-                fetch(job)
+                self._run_job(job, out)
         return out
 
     def _cached(self, idx: ChunkIndex, f: int) -> Any:
@@ -168,7 +180,7 @@ class Engine:
                     self._cache_bytes -= len(old)
 
     def _decode(self, idx: ChunkIndex, f: int, data: Any) -> Any:
-        if codecs.checksum(data) != int(idx.frames["crc"][f]):
+        if codecs.frame_checksum(self.codec, data) != int(idx.frames["crc"][f]):
             seg = idx.segments[int(idx.frames["seg"][f])]
             raise CorruptStoreError(
                 f"{self.storage.location}/{seg}: checksum mismatch in frame at byte {int(idx.frames['off'][f])}"
@@ -276,12 +288,13 @@ class Engine:
                 out[int(slots[k])][ds] = chunk[ss]
             return
         isz = m.sdtype.itemsize
-        plane = int(np.prod(kcount)) * isz
+        word = _WORD[isz]  # copy whole cells: chunks start at multiples of 8 bytes in frames
+        plane = int(np.prod(kcount))
         npc = len(pcs)
         K.copy_boxes(
-            np.frombuffer(raw, np.uint8), foff.astype(np.int64, copy=False),
-            np.tile(m.kchunk, (npc, 1)), src[pcs], out.reshape(-1).view(np.uint8),
-            slots.astype(np.int64, copy=False) * plane, kcount, dst[pcs], box[pcs], isz,
+            np.frombuffer(raw, word, len(raw) // isz), foff // isz,
+            np.tile(m.kchunk, (npc, 1)), src[pcs], out.reshape(-1).view(word),
+            slots.astype(np.int64, copy=False) * plane, kcount, dst[pcs], box[pcs], 1,
         )
 
     def _gather(self, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, pslot: np.ndarray, pc: np.ndarray,
@@ -291,27 +304,46 @@ class Engine:
         fr, pos, pslot, pc = fr[order], pos[order], pslot[order], pc[order]
         uf, first = np.unique(fr, return_index=True)
         bounds = np.append(first, len(fr))
-        cached = [self._cached(idx, f) for f in uf.tolist()] if self._cache else [None] * len(uf)
-        todo = np.asarray([k for k, c in enumerate(cached) if c is None], np.int64)
-        blobs = list(cached)
-        if todo.size:
-            for k, b in zip(todo.tolist(), self._fetch(idx, uf[todo])):
-                blobs[k] = b
+        nf = len(uf)
+        blobs: list[Any] = [self._cached(idx, f) for f in uf.tolist()] if self._cache else [None] * nf
+        decoded = [b is not None for b in blobs]
+        todo = np.asarray([k for k in range(nf) if not decoded[k]], np.int64)
         foff = idx.chunks["foff"][pos]
         packed = idx.frames["rlen"][uf] <= FRAME_TARGET
+        big = int(idx.frames["rlen"][uf].sum()) >= PARALLEL_MIN_BYTES
 
-        def work(k: int) -> None:
-            if cached[k] is not None:
-                raw = cached[k]
-            else:
-                raw = self._decode(idx, int(uf[k]), blobs[k])
+        def finish(k: int) -> None:
+            raw = blobs[k]
+            if not decoded[k]:
+                raw = self._decode(idx, int(uf[k]), raw)
                 if packed[k]:
                     self._remember(idx, int(uf[k]), raw)
             sl = slice(int(bounds[k]), int(bounds[k + 1]))
             self._copy_from_chunk(m, raw, foff[sl], pc[sl], pslot[sl], src, dst, box, out, kcount)
 
-        big = int(idx.frames["rlen"][uf].sum()) >= PARALLEL_MIN_BYTES
-        _executor.run(work, range(len(uf)), parallel=big)
+        local = getattr(self.storage, "io_concurrency", 1) <= 1
+        if todo.size > 1 and local and big:
+            # local disk: each task reads one coalesced range, then decodes and gathers its frames,
+            # so reads overlap with decompression instead of preceding it
+            got: list[Any] = [None] * todo.size
+            jobs = [j for job in self._fetch_jobs(idx, uf[todo]) for j in self._split_job(job)]
+
+            def work(job: Any) -> None:
+                self._run_job(job, got)
+                for i in job[1].tolist():
+                    k = int(todo[i])
+                    blobs[k] = got[i]
+                    finish(k)
+
+            _executor.run(work, jobs, parallel=True)
+            for k in range(nf):
+                if decoded[k]:
+                    finish(k)
+            return
+        if todo.size:
+            for k, b in zip(todo.tolist(), self._fetch(idx, uf[todo])):
+                blobs[k] = b
+        _executor.run(finish, range(nf), parallel=big)
 
     def load_chunk(self, name: str, phys: Physical | None, m: ArrayMeta, cid: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """One whole chunk (padded shape, storage dtype, writable) and its written-cells mask.
@@ -405,8 +437,9 @@ class Engine:
                 if mk is not None:
                     masks[j] = mk
         bu8 = buf.view(np.uint8)
-        K.copy_boxes(d.reshape(-1).view(np.uint8), np.zeros(k, np.int64), np.tile(kcount, (k, 1)), dst,
-                   bu8, np.arange(k, dtype=np.int64) * cb, m.kchunk, src, box, isz)
+        word = _WORD[isz]
+        K.copy_boxes(d.reshape(-1).view(word), np.zeros(k, np.int64), np.tile(kcount, (k, 1)), dst,
+                     buf.view(word), np.arange(k, dtype=np.int64) * ce, m.kchunk, src, box, 1)
         written = None
         if masks:
             written = np.ones(k * ce, np.uint8)
@@ -417,7 +450,7 @@ class Engine:
         def payload(j: int) -> bytes:
             body = bu8[j * cb:(j + 1) * cb].tobytes()
             mk = masks.get(j)
-            return body if mk is None else body + np.packbits(mk.reshape(-1)).tobytes()
+            return body if mk is None else body + _mask_bytes(mk)
 
         if cb >= SOLO_FRAME:
             comps = _executor.run(lambda j: (lambda b: (codecs.compress(self.codec, b), len(b)))(payload(j)), range(k))
@@ -467,7 +500,7 @@ class Engine:
             nn = int(v.size - (np.count_nonzero(v == m.fill) if m.fill is not None else 0))
             raw = encode_strings(chunk)
             if mk is not None:
-                raw += np.packbits(mk.reshape(-1)).tobytes()
+                raw += _mask_bytes(mk)
             entries[(m.aid, cid)] = Pending(raw, False, len(raw), nn, 0, 0, nn > 0, mk is not None)
         with self.lock:
             self.pending.put(name, entries)
@@ -502,6 +535,7 @@ class Engine:
                     groups.append(cur)
                     rlens.append(cur_size)
                     cur, cur_size = [], 0
+            cur_size = (cur_size + 7) & ~7  # every chunk starts 8-byte aligned in its frame
             cols["frame"][j] = len(groups)
             cols["foff"][j] = cur_size
             cur.append(j)
@@ -520,8 +554,17 @@ class Engine:
             if first.compressed:
                 b = payload(first)
             else:
-                b = codecs.compress(self.codec, b"".join(payload(items[j][1]) for j in g))
-            return b, codecs.checksum(b)
+                parts: list[bytes] = []
+                size = 0
+                for j in g:
+                    pad = int(cols["foff"][j]) - size
+                    if pad:
+                        parts.append(b"\0" * pad)
+                    data = payload(items[j][1])
+                    parts.append(data)
+                    size += pad + len(data)
+                b = codecs.compress(self.codec, b"".join(parts))
+            return b, codecs.frame_checksum(self.codec, b)
 
         def frames() -> Any:
             off = np.zeros(len(groups), np.int64)
@@ -728,6 +771,12 @@ class Engine:
                           Pending(comp if comp else raw, comp is not None, nb, int(c["nn"][r]), int(c["mn"][r]), int(c["mx"][r]),
                                   bool(c["has"][r]), bool(c["wmask"][r]))))
         return items
+
+
+def _mask_bytes(mask: np.ndarray) -> bytes:
+    """A written-cells mask as packed bits, padded to 8 bytes."""
+    b = np.packbits(mask.reshape(-1)).tobytes()
+    return b + b"\0" * (-len(b) % 8)
 
 
 def _commit_locations(meta: StoreMeta, new_loc: dict[str, Any], gen: int, commit: Callable[[], None]) -> None:

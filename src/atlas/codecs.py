@@ -39,7 +39,7 @@ _local = threading.local()
 def _zc() -> zstandard.ZstdCompressor:
     c = getattr(_local, "zc", None)
     if c is None:
-        c = _local.zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        c = _local.zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
     return c
 
 
@@ -71,3 +71,12 @@ def decompress(codec: str, data: Buffer, raw_size: int) -> Buffer:
 def checksum(data: Buffer) -> int:
     """CRC-32 of ``data`` (zlib's, which releases the GIL on large buffers)."""
     return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def frame_checksum(codec: str, frame: Buffer) -> int:
+    """The checksum kept in the index for a compressed frame.
+
+    zstd frames carry their own content checksum (XXH64, verified by the decompressor),
+    so the index keeps 0 for them; lz4 and uncompressed frames use CRC-32.
+    """
+    return 0 if codec == "zstd" else checksum(frame)
