@@ -438,29 +438,38 @@ class Engine:
                     masks[j] = mk
         bu8 = buf.view(np.uint8)
         word = _WORD[isz]
-        K.copy_boxes(d.reshape(-1).view(word), np.zeros(k, np.int64), np.tile(kcount, (k, 1)), dst,
-                     buf.view(word), np.arange(k, dtype=np.int64) * ce, m.kchunk, src, box, 1)
+        dw = d.reshape(-1).view(word)
+        bw = buf.view(word)
         written = None
         if masks:
             written = np.ones(k * ce, np.uint8)
             for j, mk in masks.items():
                 written[j * ce:(j + 1) * ce] = mk.reshape(-1)
-        nn, mn, mx, has = self._chunk_stats(m, buf, valid, written)
+        solo = cb >= SOLO_FRAME
 
-        def payload(j: int) -> bytes:
-            body = bu8[j * cb:(j + 1) * cb].tobytes()
-            mk = masks.get(j)
-            return body if mk is None else body + _mask_bytes(mk)
+        def encode(rng: tuple[int, int]) -> list[Pending]:
+            """Copy, summarise and (large chunks) compress chunks a..b: one task of the pool."""
+            a, b = rng
+            n = b - a
+            K.copy_boxes(dw, np.zeros(n, np.int64), np.tile(kcount, (n, 1)), dst[a:b],
+                         bw, np.arange(a, b, dtype=np.int64) * ce, m.kchunk, src[a:b], box[a:b], 1)
+            nn, mn, mx, has = self._chunk_stats(m, buf[a * ce:b * ce], valid[a:b],
+                                                None if written is None else written[a * ce:b * ce])
+            out = []
+            for i, j in enumerate(range(a, b)):
+                body = bu8[j * cb:(j + 1) * cb].tobytes()
+                mk = masks.get(j)
+                if mk is not None:
+                    body += _mask_bytes(mk)
+                data = codecs.compress(self.codec, body) if solo else body
+                out.append(Pending(data, solo, len(body), int(nn[i]), int(mn[i]), int(mx[i]), bool(has[i]), mk is not None))
+            return out
 
-        if cb >= SOLO_FRAME:
-            comps = _executor.run(lambda j: (lambda b: (codecs.compress(self.codec, b), len(b)))(payload(j)), range(k))
-            entries = [Pending(comps[j][0], True, comps[j][1], int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j]), j in masks)
-                       for j in range(k)]
-        else:
-            entries = [Pending(payload(j), False, 0, int(nn[j]), int(mn[j]), int(mx[j]), bool(has[j]), j in masks)
-                       for j in range(k)]
-            for e in entries:
-                e.nbytes = len(e.data)  # type: ignore[arg-type]
+        nt = _executor.num_threads()
+        parallel = k > 1 and k * cb >= PARALLEL_MIN_BYTES and nt > 1
+        step = max(1, -(-k // (2 * nt))) if parallel else k
+        entries = [e for part in _executor.run(encode, [(a, min(k, a + step)) for a in range(0, k, step)], parallel=parallel)
+                   for e in part]
         with self.lock:
             self.pending.put(name, {(m.aid, cid): entries[j] for j, cid in enumerate(ids.tolist())})
 
