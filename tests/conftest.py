@@ -48,6 +48,7 @@ from datetime import timedelta as _timedelta
 import pytest as _pytest
 
 _DUMMY_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+_ANSI = _re.compile(r"\x1b\[[0-9;]*m")
 _REQUEST_LINE = _re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+" (?P<status>\d{3})')
 
 
@@ -64,7 +65,7 @@ class MotoRequestLog(_logging.Handler):
         self.entries: list[tuple[str, str, int]] = []
 
     def emit(self, record: _logging.LogRecord) -> None:
-        m = _REQUEST_LINE.search(record.getMessage())
+        m = _REQUEST_LINE.search(_ANSI.sub("", record.getMessage()))  # werkzeug colours some lines
         if m:
             with self._lock_:
                 self.entries.append((m["method"], m["target"], int(m["status"])))

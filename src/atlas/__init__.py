@@ -13,7 +13,7 @@ import logging as _logging
 from ._executor import num_threads, set_num_threads
 from ._version import __version__
 from .dataset import DatasetView
-from .errors import AtlasError, ConcurrentWriteError, CorruptStoreError, StoreFormatError
+from .errors import AtlasError, ConcurrentWriteError, CorruptStoreError, StaleStoreError, StoreFormatError
 from .store import Atlas
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -62,6 +62,7 @@ __all__ = [
     "AtlasError",
     "ConcurrentWriteError",
     "CorruptStoreError",
+    "StaleStoreError",
     "StoreFormatError",
     "num_threads",
     "set_num_threads",

@@ -225,6 +225,8 @@ class StoreMeta:
     physical: dict[str, Physical] = field(default_factory=dict)
     next_id: int = 1
     generation: int = 0
+    #: identifies this store for ever (a store re-created at the same path gets a new one)
+    uid: str = ""
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -255,6 +257,7 @@ class StoreMeta:
             "version": FORMAT_VERSION,
             "codec": self.codec,
             "generation": self.generation,
+            "uid": self.uid,
             "next_id": self.next_id,
             "schemas": table,
             "datasets": datasets,
@@ -279,6 +282,7 @@ class StoreMeta:
                 physical={k: Physical.from_dict(p) for k, p in d["physical"].items()},
                 next_id=int(d["next_id"]),
                 generation=int(d["generation"]),
+                uid=str(d.get("uid", "")),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise CorruptStoreError(f"{where}: metadata is malformed: {e!r}") from e

@@ -22,3 +22,7 @@ class StoreFormatError(AtlasError, ValueError):
 
 class ConcurrentWriteError(AtlasError, RuntimeError):
     """Another writer changed the store since this handle opened it; reopen and retry."""
+
+
+class StaleStoreError(AtlasError, RuntimeError):
+    """A pickled store handle refers to a store that was since deleted and created again."""

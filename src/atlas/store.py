@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ from . import codecs
 from . import _metaio
 from ._box import read_box
 from ._engine import Engine
+from .errors import StaleStoreError
 from ._meta import META_PATH, ArrayMeta, DatasetMeta, StoreMeta, validate_name
 from .dataset import DatasetView, to_user
 from .storage import Storage, storage_for
@@ -19,12 +21,17 @@ log = logging.getLogger(__name__)
 _OPEN: dict[tuple[str, str], "Atlas"] = {}
 
 
-def _reopen(storage: Storage, generation: int) -> "Atlas":
+def _reopen(storage: Storage, generation: int, uid: str = "") -> "Atlas":
     """Unpickle a store: reuse this process's handle unless it is older than the pickled one."""
     key = (type(storage).__name__, storage.location)
     st = _OPEN.get(key)
-    if st is None or st._meta.generation < generation:
+    if st is None or st._meta.uid != uid or st._meta.generation < generation:
         st = _OPEN[key] = Atlas.open(storage)
+    if st._meta.uid != uid:
+        raise StaleStoreError(
+            f"the store at {storage.location!r} is not the one this object was pickled from "
+            "(it was deleted and created again)"
+        )
     return st
 
 
@@ -61,7 +68,7 @@ class Atlas:
         storage = storage_for(source, create=True)
         if storage.exists(META_PATH):
             raise FileExistsError(f"an atlas store already exists at {storage.location!r}; use Atlas.open")
-        self = cls(storage, StoreMeta(codec=c), mf, mc)
+        self = cls(storage, StoreMeta(codec=c, uid=uuid.uuid4().hex), mf, mc)
         self._commit()
         log.info("created store at %s (codec=%s, meta=%s/%s)", storage.location, c, mf, mc)
         return self
@@ -129,10 +136,10 @@ class Atlas:
     # ------------------------------------------------------------------ pickling / dask
     def __reduce__(self) -> tuple[Any, ...]:
         # A store travels as its location: the receiving process reopens it (flushed state).
-        return (_reopen, (self._storage, self._meta.generation))
+        return (_reopen, (self._storage, self._meta.generation, self._meta.uid))
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
-        return ("atlas.Atlas", type(self._storage).__name__, self._storage.location, self._meta.generation)
+        return ("atlas.Atlas", type(self._storage).__name__, self._storage.location, self._meta.uid, self._meta.generation)
 
     # ------------------------------------------------------------------ xarray
     def add_xr_dataset(self, ds: Any, name: str, chunks: Optional[Any] = None) -> None:

@@ -37,17 +37,19 @@ def _user_dtype(am: dict[str, Any], orig: Optional[str]) -> np.dtype:
     return D.user_dtype(am["dtype"])
 
 
-def _read_block(store: "Atlas", ds: str, var: str, start: list[int], shape: list[int], orig: Optional[str]) -> np.ndarray:
+def _read_block(store: "Atlas", ds: str, var: str, start: list[int], shape: list[int], orig: Optional[str],
+                enc: Optional[str] = None) -> np.ndarray:
     data = store.open_dataset(ds).read_array(var, start, shape)
-    return M.from_storage_values(data, orig) if orig else data
+    return M.from_storage_values(data, orig, enc) if orig else data
 
 
-def _read_stack(store: "Atlas", names: list[str], var: str, start: list[int], shape: list[int], orig: Optional[str]) -> np.ndarray:
+def _read_stack(store: "Atlas", names: list[str], var: str, start: list[int], shape: list[int], orig: Optional[str],
+                enc: Optional[str] = None) -> np.ndarray:
     data = store.read_array_across_stacked(var, names, start, shape)
-    return M.from_storage_values(data, orig) if orig else data
+    return M.from_storage_values(data, orig, enc) if orig else data
 
 
-def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str]) -> da.Array:
+def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Optional[str] = None) -> da.Array:
     """A dask array over one stored array: one task per on-disk chunk; building it reads no data."""
     view = store.open_dataset(ds)
     am = view.array_meta(var)
@@ -60,13 +62,13 @@ def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str]) -> da.Arr
     for idx in itertools.product(*[range(len(c)) for c in chunks]):
         start = [offsets[d][i] for d, i in enumerate(idx)]
         shape = [chunks[d][i] for d, i in enumerate(idx)]
-        dsk[(name, *idx)] = (_read_block, store, ds, var, start, shape, orig)
+        dsk[(name, *idx)] = (_read_block, store, ds, var, start, shape, orig, enc)
     dt = _user_dtype(am, orig)
     return da.Array(dsk, name, chunks, meta=np.empty((0,) * len(chunks), dt))
 
 
 def lazy_stack(store: "Atlas", names: list[str], var: str, orig: Optional[str], am: dict[str, Any],
-               datasets_per_block: int = 64) -> da.Array:
+               enc: Optional[str] = None, datasets_per_block: int = 64) -> da.Array:
     """A dask array ``(N, ...)`` over one array of many datasets: a task per (dataset block, chunk)."""
     n = len(names)
     lead = tuple([datasets_per_block] * (n // datasets_per_block) + ([n % datasets_per_block] if n % datasets_per_block else []))
@@ -79,6 +81,6 @@ def lazy_stack(store: "Atlas", names: list[str], var: str, orig: Optional[str], 
         block_names = names[i0:i0 + chunks[0][idx[0]]]
         start = [offsets[d][i] for d, i in enumerate(idx)][1:]
         shape = [chunks[d][i] for d, i in enumerate(idx)][1:]
-        dsk[(name, *idx)] = (_read_stack, store, block_names, var, start, shape, orig)
+        dsk[(name, *idx)] = (_read_stack, store, block_names, var, start, shape, orig, enc)
     dt = _user_dtype(am, orig)
     return da.Array(dsk, name, chunks, meta=np.empty((0,) * len(chunks), dt))

@@ -55,8 +55,12 @@ def storage_form(name: str, data: np.ndarray) -> tuple[str, np.dtype | None, str
     raise TypeError(f"variable {name!r}: dtype {dt} is not supported; convert it to one of {', '.join(D.ARRAY_DTYPES)}")
 
 
-def to_storage_values(data: np.ndarray, conv: np.dtype | None) -> np.ndarray:
-    """Convert a numpy block to what ``write_array`` takes."""
+def to_storage_values(data: np.ndarray, conv: np.dtype | None, name: str = "", enc: str | None = None) -> np.ndarray:
+    """Convert a numpy block of variable ``name`` to what ``write_array`` takes."""
+    if data.dtype.kind == "S" and enc:
+        out = np.empty(data.shape, dtype=object)
+        out.reshape(-1)[:] = [b.decode(enc) for b in data.reshape(-1).tolist()]
+        return out
     if data.dtype.kind == "m":
         return _c_order(data.astype("timedelta64[ns]").view(np.int64))
     if conv is not None:
@@ -71,7 +75,21 @@ def to_storage_values(data: np.ndarray, conv: np.dtype | None) -> np.ndarray:
         flat = data.ravel()
         bad = [v for v in flat.tolist() if not isinstance(v, (str, bytes))]
         if bad:
-            raise TypeError(f"object variable holds {type(bad[0]).__name__} values ({bad[0]!r}); only str/bytes are supported")
+            hint = ""
+            if type(bad[0]).__module__.startswith("cftime"):
+                hint = ("; these are cftime dates (a non-standard calendar): open the file with "
+                        "decode_times=False, or convert with ds.convert_calendar('standard', use_cftime=False)")
+            elif bad[0] is None:
+                hint = "; replace missing values with a string (and set _FillValue to it)"
+            raise TypeError(f"variable {name!r}: object data holds {type(bad[0]).__name__} values ({bad[0]!r}); "
+                            f"only str/bytes are supported{hint}")
+        for i, v in enumerate(flat.tolist()):
+            if isinstance(v, bytes):
+                try:
+                    v.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(f"variable {name!r}: element {i} is bytes that are not UTF-8 ({v!r}); "
+                                     "decode them to str first, or store them as a fixed-width S array") from None
     return _c_order(data)
 
 
@@ -80,9 +98,13 @@ def _c_order(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else a.copy(order="C")
 
 
-def from_storage_values(data: np.ndarray, orig: str) -> np.ndarray:
-    """Undo :func:`storage_form` on read."""
+def from_storage_values(data: np.ndarray, orig: str, enc: str | None = None) -> np.ndarray:
+    """Undo :func:`storage_form` on read (``enc``: how S data was turned into str)."""
+    data = np.asarray(data)
     dt = np.dtype(orig)
+    if dt.kind == "S":
+        out = np.array([s.encode(enc or "utf-8") for s in data.reshape(-1).tolist()], dtype=dt if dt.itemsize else "S")
+        return out.reshape(data.shape)
     if dt.kind == "m":
         return data.view("timedelta64[ns]").astype(dt) if data.dtype == np.int64 else data.astype(dt)
     if dt.kind in "US":

@@ -49,6 +49,7 @@ def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[M
     if store.dataset_exists(name):
         raise FileExistsError(f"dataset {name!r} already exists")
     plan = []
+    keys = _Keys()
     var_meta: dict[str, Any] = {}
     attr_kinds: dict[str, str] = {}
     variables = {**{k: ds.coords[k].variable for k in ds.coords}, **{k: ds[k].variable for k in ds.data_vars}}
@@ -69,34 +70,57 @@ def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[M
         for k, v in var.attrs.items():
             if k == "_FillValue":
                 continue
-            attrs[str(k)] = M.encode_attr(v)
-        var_meta[vname] = {"dtype": orig, "attrs": list(attrs), "fill_attr": "_FillValue" in var.attrs}
+            attrs[keys.key(f"{vname}.{k}")] = (str(k), *_encode_attr(v, f"attribute {k!r} of variable {vname!r}"))
+        var_meta[vname] = {"dtype": orig, "attrs": [[key, a[0]] for key, a in attrs.items()],
+                           "fill_attr": "_FillValue" in var.attrs}
+        if np.dtype(orig).kind == "S":
+            var_meta[vname]["enc"] = "latin-1"  # bytes <-> str one to one, whatever the bytes are
         plan.append((vname, var, dtype, conv, fill, _chunk_shape(vname, var, chunks), attrs))
     ds_attrs = {}
     for k, v in ds.attrs.items():
         if not isinstance(k, str):
             raise TypeError(f"dataset attribute name {k!r} is not a str")
-        ds_attrs[k] = M.encode_attr(v)
+        ds_attrs[keys.key(k)] = (k, *_encode_attr(v, f"dataset attribute {k!r}"))
     view = store.create_dataset(name)
     try:
         for vname, var, dtype, conv, fill, chunk, attrs in plan:
             view.define_array(vname, dtype, list(var.dims), list(var.shape), list(chunk), fill_value=fill)
-            for k, (v, kind) in attrs.items():
-                key = f"{vname}.{k}"
+            for key, (_, v, kind) in attrs.items():
                 view._set_attr(key, v)
                 attr_kinds[key] = kind
-            _write_variable(view, vname, var, conv)
-        for k, (v, kind) in ds_attrs.items():
-            view._set_attr(k, v)
-            attr_kinds[k] = kind
+            _write_variable(view, vname, var, conv, var_meta[vname].get("enc"))
+        for key, (_, v, kind) in ds_attrs.items():
+            view._set_attr(key, v)
+            attr_kinds[key] = kind
         view._set_attr(M.COORDS_ATTR, json.dumps([c for c in ds.coords]))
         view._set_attr(M.META_ATTR, json.dumps({
             "v": M.MAPPING_VERSION, "order": order, "vars": var_meta,
-            "attrs": list(ds_attrs), "kinds": attr_kinds,
+            "attrs": [[key, a[0]] for key, a in ds_attrs.items()], "kinds": attr_kinds,
         }))
     except BaseException:
         store.delete_dataset(name)
         raise
+
+
+class _Keys:
+    """Attribute keys of one dataset: the natural key where it is free, else a reserved one."""
+
+    def __init__(self) -> None:
+        self.used = {M.COORDS_ATTR, M.META_ATTR}
+
+    def key(self, natural: str) -> str:
+        k = natural
+        if k in self.used or k.startswith("_pyatlas") or "/" in k:
+            k = f"_pyatlas_attr{len(self.used)}"
+        self.used.add(k)
+        return k
+
+
+def _encode_attr(v: Any, what: str) -> tuple[Any, str]:
+    try:
+        return M.encode_attr(v)
+    except TypeError as e:
+        raise TypeError(f"{what}: {e}") from None
 
 
 def _probe(var: xr.Variable) -> np.ndarray:
@@ -121,17 +145,17 @@ def _coerce_fill_for(dtype: str, fill: Any, orig: str, vname: str) -> Any:
     return fill
 
 
-def _write_variable(view: Any, vname: str, var: xr.Variable, conv: Any) -> None:
+def _write_variable(view: Any, vname: str, var: xr.Variable, conv: Any, enc: Optional[str]) -> None:
     data = var.data
     if hasattr(data, "blocks") and hasattr(data, "numblocks"):  # dask: one block at a time
         offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in data.chunks]
         for idx in np.ndindex(*data.numblocks):
             block = np.asarray(data.blocks[idx].compute())
             start = [int(offsets[d][i]) for d, i in enumerate(idx)]
-            view.write_array(vname, start, M.to_storage_values(block, conv))
+            view.write_array(vname, start, M.to_storage_values(block, conv, vname, enc))
         return
     arr = np.asarray(var.values)
-    view.write_array(vname, [0] * arr.ndim, M.to_storage_values(arr, conv))
+    view.write_array(vname, [0] * arr.ndim, M.to_storage_values(arr, conv, vname, enc))
 
 
 # ------------------------------------------------------------------ read back
@@ -151,11 +175,10 @@ def _attrs_for(view: Any, meta: dict[str, Any], order: list[str]) -> tuple[dict[
     ds_attrs: dict[str, Any] = {}
     if meta:
         for v, vm in meta.get("vars", {}).items():
-            for k in vm.get("attrs", []):
-                key = f"{v}.{k}"
+            for key, k in vm.get("attrs", []):
                 var_attrs.setdefault(v, {})[k] = M.decode_attr(all_attrs[key], kinds.get(key))
-        for k in meta.get("attrs", []):
-            ds_attrs[k] = M.decode_attr(all_attrs[k], kinds.get(k))
+        for key, k in meta.get("attrs", []):
+            ds_attrs[k] = M.decode_attr(all_attrs[key], kinds.get(key))
         return ds_attrs, var_attrs
     for k, v in all_attrs.items():  # a dataset written without the mapping: best effort
         if k.startswith("_pyatlas"):
@@ -181,11 +204,16 @@ def to_xarray(store: "Atlas", name: str, chunks: Any = "auto") -> xr.Dataset:
         if lazy:
             from ._dask import lazy_array
 
-            return lazy_array(store, name, v, orig), True
+            return lazy_array(store, name, v, orig, _enc(view, v)), True
         data = view.read_array(v)
-        return (M.from_storage_values(data, orig) if orig else data), False
+        return (M.from_storage_values(data, orig, _enc(view, v)) if orig else data), False
 
     return build_dataset(view, make)
+
+
+def _enc(view: Any, v: str) -> Optional[str]:
+    _, _, meta = _layout(view)
+    return meta.get("vars", {}).get(v, {}).get("enc")
 
 
 def build_dataset(view: Any, make: Any, drop: Sequence[str] = ()) -> xr.Dataset:
@@ -247,6 +275,20 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
             raise KeyError(f"no dataset named {n!r}")
     first = store.open_dataset(names[0])
     order, coords, meta = _layout(first)
+    metas = [meta] + [_layout(store.open_dataset(n))[2] for n in names[1:]]
+
+    def common(v: str) -> tuple[Optional[str], Optional[str]]:
+        """The dtype every dataset's variable ``v`` reads back as, and its byte encoding."""
+        origs = {m.get("vars", {}).get(v, {}).get("dtype") for m in metas}
+        encs = {m.get("vars", {}).get(v, {}).get("enc") for m in metas}
+        if None in origs:
+            return None, None
+        try:
+            dt = np.result_type(*[np.dtype(o) for o in origs])
+        except TypeError:
+            return None, None
+        return dt.str, (encs.pop() if len(encs) == 1 else None)
+
     ds_attrs, var_attrs = _attrs_for(first, meta, order)
     variables: dict[str, xr.Variable] = {}
     coord_vars: dict[str, xr.Variable] = {}
@@ -258,17 +300,18 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
         if v in coords:
             data = first.read_array(v)
             if orig:
-                data = M.from_storage_values(data, orig)
+                data = M.from_storage_values(data, orig, _enc(first, v))
             coord_vars[v] = xr.Variable(am["dimension_names"], data, var_attrs.get(v, {}))
             continue
+        orig, enc = common(v)
         if chunks is not None:
             from ._dask import lazy_stack
 
-            data = lazy_stack(store, names, v, orig, am)
+            data = lazy_stack(store, names, v, orig, am, enc)
         else:
             data = store.read_array_across_stacked(v, names)
             if orig:
-                data = M.from_storage_values(data, orig)
+                data = M.from_storage_values(data, orig, enc)
         variables[v] = xr.Variable([concat_dim, *am["dimension_names"]], data, var_attrs.get(v, {}))
     coord_vars[concat_dim] = xr.Variable([concat_dim], np.asarray(names, dtype=object))
     return xr.Dataset(variables, coords=coord_vars, attrs=ds_attrs)

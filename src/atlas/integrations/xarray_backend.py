@@ -29,6 +29,7 @@ class AtlasBackendArray(BackendArray):
 
     def _raw(self, key: tuple[Any, ...]) -> np.ndarray:
         from ._mapping import from_storage_values
+        from ._xarray import _enc
 
         start, count, post, squeeze = [], [], [], []
         for k, n in zip(key, self.shape):
@@ -53,7 +54,7 @@ class AtlasBackendArray(BackendArray):
         axes = tuple(i for i, s in enumerate(squeeze) if s)
         if axes:
             data = data.squeeze(axis=axes)
-        return from_storage_values(data, self.orig) if self.orig else data
+        return from_storage_values(data, self.orig, _enc(self.store.open_dataset(self.dataset), self.array)) if self.orig else data
 
 
 class AtlasBackendEntrypoint(BackendEntrypoint):
@@ -84,7 +85,9 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
             arr = AtlasBackendArray(store, group, v, tuple(am["shape"]), dt, orig)
             return indexing.LazilyIndexedArray(arr), False
 
-        return build_dataset(view, make, drop=tuple(drop_variables or ()))
+        ds = build_dataset(view, make, drop=tuple(drop_variables or ()))
+        ds.set_close(store._storage.close)  # releases cached file handles; never flushes
+        return ds
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         try:
