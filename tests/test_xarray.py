@@ -582,7 +582,9 @@ def _values(draw, dtype: str, shape: tuple[int, ...]):
     if dt.kind == "O":
         return draw(hnp.arrays(object, shape, elements=st.text(max_size=5)))
     if dt.kind == "S":
-        return draw(hnp.arrays(dt, shape, elements=st.binary(max_size=4).filter(lambda b: b.isascii() and not b.endswith(b"\x00"))))
+        # fill=nothing(): hypothesis must not pad with a fill element (b"\x00" would not survive numpy's S type)
+        return draw(hnp.arrays(dt, shape, elements=st.binary(max_size=4).filter(lambda b: b.isascii() and not b.endswith(b"\x00")),
+                               fill=st.nothing()))
     return draw(hnp.arrays(dt, shape))
 
 
