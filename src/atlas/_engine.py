@@ -288,14 +288,18 @@ class Engine:
                 out[int(slots[k])][ds] = chunk[ss]
             return
         isz = m.sdtype.itemsize
-        word = _WORD[isz]  # copy whole cells: chunks start at multiples of 8 bytes in frames
-        plane = int(np.prod(kcount))
         npc = len(pcs)
-        K.copy_boxes(
-            np.frombuffer(raw, word, len(raw) // isz), foff // isz,
-            np.tile(m.kchunk, (npc, 1)), src[pcs], out.reshape(-1).view(word),
-            slots.astype(np.int64, copy=False) * plane, kcount, dst[pcs], box[pcs], 1,
-        )
+        self._copy_pieces(m, raw, foff // isz, np.tile(m.kchunk, (npc, 1)), src[pcs], slots.astype(np.int64, copy=False) * int(np.prod(kcount)),
+                          dst[pcs], box[pcs], out, kcount)
+
+    @staticmethod
+    def _copy_pieces(m: ArrayMeta, raw: Any, soff: np.ndarray, sshape: np.ndarray, sstart: np.ndarray, doff: np.ndarray,
+                     dstart: np.ndarray, pbox: np.ndarray, out: np.ndarray, kcount: np.ndarray) -> None:
+        """One kernel call: pieces of a decoded frame (offsets in cells) into ``out``, whole cells at a time."""
+        isz = m.sdtype.itemsize
+        word = _WORD[isz]  # chunks start at multiples of 8 bytes in frames
+        K.copy_boxes(np.frombuffer(raw, word, len(raw) // isz), soff, sshape, sstart, out.reshape(-1).view(word),
+                     doff, kcount, dstart, pbox, 1)
 
     def _gather(self, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, pslot: np.ndarray, pc: np.ndarray,
                 src: np.ndarray, dst: np.ndarray, box: np.ndarray, out: np.ndarray, kcount: np.ndarray) -> None:
@@ -303,14 +307,21 @@ class Engine:
         order = np.argsort(fr, kind="stable")
         fr, pos, pslot, pc = fr[order], pos[order], pslot[order], pc[order]
         uf, first = np.unique(fr, return_index=True)
-        bounds = np.append(first, len(fr))
+        bounds = np.append(first, len(fr)).tolist()
         nf = len(uf)
         blobs: list[Any] = [self._cached(idx, f) for f in uf.tolist()] if self._cache else [None] * nf
         decoded = [b is not None for b in blobs]
         todo = np.asarray([k for k in range(nf) if not decoded[k]], np.int64)
         foff = idx.chunks["foff"][pos]
-        packed = idx.frames["rlen"][uf] <= FRAME_TARGET
+        packed = (idx.frames["rlen"][uf] <= FRAME_TARGET).tolist()
         big = int(idx.frames["rlen"][uf].sum()) >= PARALLEL_MIN_BYTES
+        if not m.is_string:  # every piece's kernel arguments, computed once for the whole request
+            isz = m.sdtype.itemsize
+            n = len(pc)
+            soff = foff // isz
+            sshape = np.tile(m.kchunk, (n, 1))
+            sstart, dstart, pbox = src[pc], dst[pc], box[pc]
+            doff = pslot * int(np.prod(kcount))
 
         def finish(k: int) -> None:
             raw = blobs[k]
@@ -318,24 +329,30 @@ class Engine:
                 raw = self._decode(idx, int(uf[k]), raw)
                 if packed[k]:
                     self._remember(idx, int(uf[k]), raw)
-            sl = slice(int(bounds[k]), int(bounds[k + 1]))
-            self._copy_from_chunk(m, raw, foff[sl], pc[sl], pslot[sl], src, dst, box, out, kcount)
+            a, b = bounds[k], bounds[k + 1]
+            if m.is_string:
+                self._copy_from_chunk(m, raw, foff[a:b], pc[a:b], pslot[a:b], src, dst, box, out, kcount)
+            else:
+                self._copy_pieces(m, raw, soff[a:b], sshape[a:b], sstart[a:b], doff[a:b], dstart[a:b], pbox[a:b], out, kcount)
 
         local = getattr(self.storage, "io_concurrency", 1) <= 1
-        if todo.size > 1 and local and big:
-            # local disk: each task reads one coalesced range, then decodes and gathers its frames,
-            # so reads overlap with decompression instead of preceding it
+        nt = _executor.num_threads()
+        if todo.size > 1 and local and big and nt > 1:
+            # local disk: each task reads its coalesced ranges one by one, decoding and gathering
+            # as it goes, so reads overlap with decompression; a few tasks per thread, not one per range
             got: list[Any] = [None] * todo.size
             jobs = [j for job in self._fetch_jobs(idx, uf[todo]) for j in self._split_job(job)]
+            per = max(1, -(-len(jobs) // (2 * nt)))
 
-            def work(job: Any) -> None:
-                self._run_job(job, got)
-                for i in job[1].tolist():
-                    k = int(todo[i])
-                    blobs[k] = got[i]
-                    finish(k)
+            def work(batch: list[Any]) -> None:
+                for job in batch:
+                    self._run_job(job, got)
+                    for i in job[1].tolist():
+                        k = int(todo[i])
+                        blobs[k] = got[i]
+                        finish(k)
 
-            _executor.run(work, jobs, parallel=True)
+            _executor.run(work, [jobs[i:i + per] for i in range(0, len(jobs), per)], parallel=True)
             for k in range(nf):
                 if decoded[k]:
                     finish(k)
