@@ -750,6 +750,44 @@ class Engine:
             self._indexes.update(new_idx)
             self.pending.reset()
 
+    # ------------------------------------------------------------------ verify
+    def verify(self, meta: StoreMeta) -> list[str]:
+        """Check every index footer and every frame (checksums, sizes, offsets); one line per problem."""
+        problems: list[str] = []
+        live = _live_aids(meta)
+        for name, phys in meta.physical.items():
+            self._indexes.pop(name, None)  # re-read the footer from storage
+            try:
+                idx = self.index(name, phys)
+            except Exception as e:  # noqa: BLE001 - report and go on
+                problems.append(f"array {name!r}: index unreadable: {e}")
+                continue
+            c, f = idx.chunks, idx.frames
+            if len(idx) and (c["frame"].max() >= len(f["seg"]) or f["seg"].max() >= len(idx.segments)):
+                problems.append(f"array {name!r}: index refers to frames or segments that do not exist")
+                continue
+            rows = np.flatnonzero(np.isin(c["aid"], live.get(name, np.empty(0, np.int64))))
+            frames = np.unique(c["frame"][rows])
+            for start in range(0, len(frames), 256):
+                part = frames[start:start + 256]
+                try:
+                    blobs = self._fetch(idx, part)
+                except Exception as e:  # noqa: BLE001
+                    problems.append(f"array {name!r}: cannot read frames: {e}")
+                    continue
+                for fno, blob in zip(part.tolist(), blobs):
+                    try:
+                        raw = self._decode(idx, fno, blob)
+                        if len(raw) != int(f["rlen"][fno]):
+                            raise CorruptStoreError(f"frame {fno} decodes to {len(raw)} bytes, expected {int(f['rlen'][fno])}")
+                    except Exception as e:  # noqa: BLE001
+                        problems.append(f"array {name!r}: {e}")
+                        continue
+                    inside = rows[c["frame"][rows] == fno]
+                    if (c["foff"][inside] + c["nbytes"][inside] > len(raw)).any():
+                        problems.append(f"array {name!r}: chunks run past the end of frame {fno}")
+        return problems
+
     # ------------------------------------------------------------------ compact
     def compact(self, meta: StoreMeta, commit: Callable[[], None]) -> int:
         """Rewrite every array name's live chunks into one fresh segment; returns bytes freed."""

@@ -119,6 +119,15 @@ class Atlas:
             freed = self._engine.compact(self._meta, self._commit)
         log.info("compacted %s: %d bytes freed", self._storage.location, freed)
 
+    def verify(self) -> list[str]:
+        """Read and check every chunk index and every live frame of the store.
+
+        Returns one line per problem found (an empty list when the store is sound); damaged
+        data is reported, never returned. Pending (unflushed) changes are not checked.
+        """
+        with self._engine.lock:
+            return self._engine.verify(self._meta)
+
     def __enter__(self) -> "Atlas":
         return self
 

@@ -23,6 +23,7 @@ class LocalStorage(Storage):
         self._lock = threading.Lock()
         self._dirty_dirs: set[str] = set()
         self._pid = os.getpid()
+        self._stamps: dict[str, tuple[int, int, int]] = {}  # what this handle last read/wrote of committed files
 
     # pickling: a path is all a worker needs
     def __reduce__(self):  # type: ignore[no-untyped-def]
@@ -50,7 +51,9 @@ class LocalStorage(Storage):
 
     def read(self, path: str) -> bytes:
         with open(self._abs(path), "rb") as f:
-            return f.read()
+            data = f.read()
+            self._stamps[path] = _stamp(os.fstat(f.fileno()))
+            return data
 
     def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
         fd = self._fd(path)
@@ -90,6 +93,23 @@ class LocalStorage(Storage):
         full = self._abs(path)
         d = os.path.dirname(full)
         os.makedirs(d, exist_ok=True)
+        with _Flock(os.path.join(self.root, LOCK_NAME)):
+            # another writer may have committed since this handle read the file: refuse to overwrite it
+            try:
+                now: tuple[int, int, int] | None = _stamp(os.stat(full))
+            except FileNotFoundError:
+                now = None
+            if now != self._stamps.get(path):
+                from ..errors import ConcurrentWriteError
+
+                raise ConcurrentWriteError(
+                    f"{full} was changed by another writer since this store was opened; "
+                    "reopen it and retry (the pending changes are kept)"
+                )
+            self._replace(full, d, data)
+            self._stamps[path] = _stamp(os.stat(full))
+
+    def _replace(self, full: str, d: str, data: Buffer) -> None:
         tmp = f"{full}.{uuid.uuid4().hex[:12]}.tmp"
         try:
             with open(tmp, "wb") as f:
@@ -160,6 +180,34 @@ class LocalStorage(Storage):
             self.close()
         except Exception:
             pass
+
+
+LOCK_NAME = "atlas.lock"
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class _Flock:
+    """An exclusive advisory lock on a file, held while a writer checks and replaces the metadata."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> "_Flock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX: the ETag-style check alone
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the lock
 
 
 def _fsync_dir(d: str) -> None:

@@ -1,0 +1,616 @@
+"""The ``atlas`` command line (also ``python -m atlas``).
+
+::
+
+    atlas info STORE                      codec, metadata format, datasets, arrays, sizes on disk
+    atlas ls STORE [DATASET]              datasets; or one dataset's arrays and attributes
+    atlas stats STORE DATASET [ARRAY]     row/null counts, min and max of the arrays
+    atlas ingest STORE GLOB... [--create] files xarray can open -> one dataset each, one flush
+    atlas compact STORE                   reclaim the space of deleted and overwritten data
+    atlas verify STORE                    check the store; exit code 1 when problems are found
+    atlas versions                        what a bug report needs (atlas.show_versions())
+
+Exit codes: 0 success, 1 error (or problems found by ``verify``), 2 bad usage,
+130 interrupted. Errors are one line on stderr; ``-v`` adds the traceback and INFO logs,
+``-vv`` DEBUG logs. Built on argparse only: ``main(argv)`` returns the exit code, so it can
+be called from Python and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import inspect
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Optional, Sequence
+
+from ._version import __version__
+from .errors import AtlasError
+
+log = logging.getLogger(__name__)
+_progress_log = logging.getLogger(__name__ + ".progress")
+
+#: exceptions reported as one line (anything else is a bug: reported with its traceback)
+_USER_ERRORS = (OSError, KeyError, ValueError, TypeError, AtlasError)
+
+
+class CliError(AtlasError):
+    """An error the command line reports as one line on stderr."""
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _message(e: BaseException) -> str:
+    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
+        return e.args[0]  # str(KeyError) would add quotes
+    text = str(e)
+    return text if text else type(e).__name__
+
+
+def _fmt_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    v = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        v /= 1024.0
+        if v < 1024.0 or unit == "PiB":
+            return f"{v:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _fmt_value(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return repr(v)
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        v = v.item() if not isinstance(v, np.datetime64) else v
+    return str(v)
+
+
+def _fmt_shape(s: Sequence[int]) -> str:
+    return "[" + ", ".join(str(x) for x in s) + "]"
+
+
+def _json_default(v: Any) -> Any:
+    import numpy as np
+
+    if isinstance(v, np.datetime64):
+        return str(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return str(v)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _table(rows: list[list[str]], indent: str = "") -> str:
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r, widths)]
+        lines.append((indent + "  ".join(cells)).rstrip())
+    return "\n".join(lines)
+
+
+def _open(path: str) -> Any:
+    from .store import Atlas
+
+    return Atlas.open(path)
+
+
+def _dataset(store: Any, name: str) -> Any:
+    if not store.dataset_exists(name):
+        raise KeyError(f"no dataset named {name!r} in {store._storage.location!r}")
+    return store.open_dataset(name)
+
+
+def _store_sizes(store: Any) -> tuple[int, dict[str, tuple[int, int]]]:
+    """Bytes of the whole store and ``{array name: (bytes, files)}`` of each array's folder."""
+    storage = store._storage
+    files = storage.list()
+    total = storage.size_of(files)
+    per: dict[str, tuple[int, int]] = {}
+    for name, phys in store._meta.physical.items():
+        prefix = phys.dir.rstrip("/") + "/"
+        mine = [f for f in files if f.startswith(prefix)]
+        per[name] = (storage.size_of(mine) if mine else 0, len(mine))
+    return total, per
+
+
+def _supports(fn: Callable[..., Any], param: str) -> bool:
+    try:
+        return param in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------- progress
+class _Progress:
+    """Counts finished items: a tqdm bar when tqdm is installed, else an INFO log line every N items.
+
+    Updated from the submitting thread only (as futures complete), never from workers.
+    """
+
+    def __init__(self, total: int, enabled: bool, desc: str, unit: str = "file") -> None:
+        self.total = total
+        self.n = 0
+        self.desc = desc
+        self.unit = unit
+        self._bar: Any = None
+        self._every = 0
+        self._t0 = time.perf_counter()
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            self._every = max(1, math.ceil(total / 10))
+            return
+        self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        if self._bar is not None:
+            self._bar.update(k)
+        elif self._every and (self.n % self._every == 0 or self.n == self.total):
+            _progress_log.info("%s: %d/%d %ss (%.1f s)", self.desc, self.n, self.total, self.unit,
+                               time.perf_counter() - self._t0)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the *current* ``sys.stderr`` (so redirections and pytest's capsys see it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+# ---------------------------------------------------------------------------------- commands
+def _cmd_info(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    names = store.list_datasets()
+    per_array: dict[str, dict[str, Any]] = {}
+    for a in store.list_arrays():
+        per_array[a] = {"name": a, "dtypes": [], "shapes": [], "datasets": 0}
+    for n in names:
+        ds = store.open_dataset(n)
+        for a in ds.list_arrays():
+            meta = ds.array_meta(a)
+            e = per_array.setdefault(a, {"name": a, "dtypes": [], "shapes": [], "datasets": 0})
+            e["datasets"] += 1
+            if meta["dtype"] not in e["dtypes"]:
+                e["dtypes"].append(meta["dtype"])
+            if meta["shape"] not in e["shapes"]:
+                e["shapes"].append(meta["shape"])
+    total, sizes = _store_sizes(store)
+    for a, (b, nfiles) in sizes.items():
+        e = per_array.setdefault(a, {"name": a, "dtypes": [], "shapes": [], "datasets": 0})
+        e["bytes"], e["files"] = b, nfiles
+    arrays = [e for e in per_array.values() if e["datasets"] or e.get("bytes")]
+    for e in arrays:
+        e.setdefault("bytes", 0)
+        e.setdefault("files", 0)
+    info = {
+        "location": store._storage.location,
+        "codec": store.codec,
+        "meta_format": store.meta_format,
+        "meta_compression": store.meta_compression,
+        "generation": store._meta.generation,
+        "datasets": len(names),
+        "bytes": total,
+        "arrays": arrays,
+    }
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"store:       {info['location']}")
+    print(f"codec:       {info['codec']}")
+    print(f"metadata:    {info['meta_format']} (compression: {info['meta_compression']})")
+    print(f"generation:  {info['generation']}")
+    print(f"datasets:    {info['datasets']}")
+    print(f"arrays:      {len([e for e in arrays if e['datasets']])}")
+    print(f"on disk:     {_fmt_bytes(total)} ({total} bytes)")
+    if arrays:
+        rows = [["array", "dtype", "shape", "datasets", "on disk"]]
+        for e in arrays:
+            shapes = [_fmt_shape(s) for s in e["shapes"][:3]]
+            if len(e["shapes"]) > 3:
+                shapes.append(f"(+{len(e['shapes']) - 3} more)")
+            rows.append([e["name"], ", ".join(e["dtypes"]) or "-", " ".join(shapes) or "-",
+                         str(e["datasets"]), _fmt_bytes(e["bytes"])])
+        print()
+        print(_table(rows))
+    return 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    if args.dataset is None:
+        names = store.list_datasets()
+        if args.json:
+            _print_json(names)
+        else:
+            for n in names:
+                print(n)
+        return 0
+    ds = _dataset(store, args.dataset)
+    arrays = []
+    for a in ds.list_arrays():
+        m = ds.array_meta(a)
+        arrays.append({"name": a, "dtype": m["dtype"], "shape": m["shape"], "chunk_shape": m["chunk_shape"],
+                       "dims": m["dimension_names"], "fill_value": ds.array_fill_value(a)})
+    attrs = ds.attributes()
+    if args.json:
+        _print_json({"dataset": ds.name, "arrays": arrays, "attributes": attrs})
+        return 0
+    print(f"dataset: {ds.name}")
+    print(f"arrays ({len(arrays)}):")
+    if arrays:
+        rows = [["name", "dtype", "shape", "chunk_shape", "dims", "fill_value"]]
+        rows += [[e["name"], e["dtype"], _fmt_shape(e["shape"]), _fmt_shape(e["chunk_shape"]),
+                  "(" + ", ".join(e["dims"]) + ")", _fmt_value(e["fill_value"])] for e in arrays]
+        print(_table(rows, "  "))
+    print(f"attributes ({len(attrs)}):")
+    for k, v in attrs.items():
+        print(f"  {k} = {_fmt_value(v)}")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    ds = _dataset(store, args.dataset)
+    if args.array is not None:
+        if ds.array_meta(args.array) is None:
+            raise KeyError(f"array {args.array!r} is not defined in dataset {ds.name!r}")
+        names = [args.array]
+    else:
+        names = ds.list_arrays()
+    result = {a: ds.array_stats(a) for a in names}
+    if args.json:
+        _print_json(result)
+        return 0
+    rows = [["array", "dtype", "row_count", "null_count", "min", "max"]]
+    for a, s in result.items():
+        dt = ds.array_meta(a)["dtype"]
+        if s is None:
+            rows.append([a, dt, "-", "-", "-", "-"])
+        else:
+            rows.append([a, dt, str(s["row_count"]), str(s["null_count"]), _fmt_value(s["min"]), _fmt_value(s["max"])])
+    print(_table(rows))
+    return 0
+
+
+def _expand(patterns: Sequence[str]) -> list[str]:
+    """Files matching any pattern (``**`` recurses), in pattern order, each pattern sorted."""
+    seen: dict[str, None] = {}
+    for pat in patterns:
+        hits = sorted(glob.glob(os.path.expanduser(pat), recursive=True))
+        for p in hits:
+            if os.path.isfile(p):
+                seen.setdefault(p, None)
+    return list(seen)
+
+
+def _dataset_name(path: str, how: str) -> str:
+    base = os.path.basename(path)
+    if how == "name":
+        return base
+    if how == "stem":
+        stem, _ = os.path.splitext(base)
+        return stem
+    raise ValueError(f"unknown --name-from {how!r}")
+
+
+#: netCDF-C and HDF5 are not thread-safe and xarray does not lock all of their calls
+#: (pydata/xarray#9779, #7079; Unidata/netcdf4-python#844): concurrent opens segfault. Files
+#: of any engine not known to be thread-safe are therefore opened and loaded one at a time;
+#: reading the next file still overlaps the compression of the previous ones.
+_SERIAL_OPEN = threading.Lock()
+_THREAD_SAFE_ENGINES = frozenset({"scipy", "zarr", "atlas"})
+
+
+def _engine_for(path: str, engine: Optional[str]) -> Optional[str]:
+    if engine:
+        return engine
+    try:
+        from xarray.backends.plugins import guess_engine
+
+        guessed = guess_engine(path)
+    except Exception:  # noqa: BLE001 - open_dataset will report the real problem
+        return None
+    return guessed if isinstance(guessed, str) else None
+
+
+def _load(path: str, engine: Optional[str]) -> Any:
+    """Open ``path`` with xarray, load it into memory and close the file (in a worker thread)."""
+    import xarray as xr
+
+    kwargs = {"engine": engine} if engine else {}
+    safe = _engine_for(path, engine) in _THREAD_SAFE_ENGINES
+    with contextlib.nullcontext() if safe else _SERIAL_OPEN:
+        with xr.open_dataset(path, **kwargs) as ds:
+            return ds.load()
+
+
+def _open_for_ingest(args: argparse.Namespace) -> Any:
+    from . import _metaio, codecs
+    from .store import Atlas
+
+    try:
+        store = Atlas.open(args.store)
+    except FileNotFoundError:
+        if not args.create:
+            raise FileNotFoundError(f"no atlas store at {args.store!r} (pass --create to make one)") from None
+        return Atlas.create(args.store, codec=args.codec or "zstd", meta_format=args.meta_format or "json",
+                            meta_compression=args.meta_compression or "none")
+    wanted = [("codec", args.codec, codecs.canonical_codec, store.codec),
+              ("meta-format", args.meta_format, _metaio.canonical_meta_format, store.meta_format),
+              ("meta-compression", args.meta_compression, _metaio.canonical_meta_compression, store.meta_compression)]
+    for opt, value, canon, actual in wanted:
+        if value is not None and canon(value) != actual:
+            raise ValueError(f"the store at {args.store!r} already exists with {opt} {actual!r}; "
+                             f"--{opt} {value!r} only applies to a new store")
+    return store
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from ._meta import validate_name
+
+    paths = _expand(args.files)
+    if not paths:
+        raise FileNotFoundError(f"no files match {' '.join(repr(p) for p in args.files)}")
+    names = [_dataset_name(p, args.name_from) for p in paths]
+    first: dict[str, str] = {}
+    for p, n in zip(paths, names):
+        validate_name(n, "dataset")
+        if n in first:
+            raise ValueError(f"{first[n]!r} and {p!r} both map to dataset name {n!r} (--name-from {args.name_from})")
+        first[n] = p
+    store = _open_for_ingest(args)
+    taken = [n for n in names if store.dataset_exists(n)]
+    if taken:
+        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
+        raise FileExistsError(f"the store already has dataset(s) {', '.join(map(repr, taken[:3]))}{more}; "
+                              "nothing was ingested")
+    jobs = args.jobs or min(8, os.cpu_count() or 1)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    log.info("ingesting %d files into %s with %d reader threads", len(paths), store._storage.location, jobs)
+    t0 = time.perf_counter()
+    bar = _Progress(len(paths), show, "ingest")
+    todo = iter(zip(paths, names))
+    window: deque[tuple[str, str, Future[Any]]] = deque()
+    try:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="atlas-ingest") as ex:
+
+            def submit() -> None:
+                nxt = next(todo, None)
+                if nxt is not None:
+                    window.append((nxt[0], nxt[1], ex.submit(_load, nxt[0], args.engine)))
+
+            try:
+                for _ in range(2 * jobs):  # bounded read-ahead: memory stays ~2*jobs files
+                    submit()
+                while window:
+                    path, name, fut = window.popleft()
+                    try:
+                        ds = fut.result()
+                    except Exception as e:
+                        raise CliError(f"cannot open {path!r}: {_message(e)}; nothing was ingested") from e
+                    submit()
+                    try:
+                        store.add_xr_dataset(ds, name)
+                    except Exception as e:
+                        raise CliError(f"cannot ingest {path!r} as dataset {name!r}: {_message(e)}; "
+                                       "nothing was ingested") from e
+                    log.debug("added %s as %r", path, name)
+                    bar.update()
+            except BaseException:
+                for _, _, f in window:
+                    f.cancel()
+                raise
+    finally:
+        bar.close()
+    store.flush()
+    dt = time.perf_counter() - t0
+    print(f"ingested {len(paths)} files into {store._storage.location} "
+          f"({len(store.list_datasets())} datasets, generation {store._meta.generation}) in {dt:.2f} s")
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    before, _ = _store_sizes(store)
+    t0 = time.perf_counter()
+    if _supports(store.compact, "progress"):
+        show = sys.stderr.isatty() if args.progress is None else args.progress
+        store.compact(progress=show)
+    else:
+        store.compact()
+    after, _ = _store_sizes(store)
+    print(f"compacted {store._storage.location}: {_fmt_bytes(before)} -> {_fmt_bytes(after)} "
+          f"({before - after} bytes freed) in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    verify = getattr(store, "verify", None)
+    if verify is None:
+        raise CliError(f"this version of atlas ({__version__}) cannot verify stores (Atlas.verify is missing)")
+    problems = list(verify())
+    if problems:
+        for p in problems:
+            print(p)
+        print(f"{store._storage.location}: {len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{store._storage.location}: OK ({len(store.list_datasets())} datasets, generation {store._meta.generation})")
+    return 0
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    from ._versions import show_versions
+
+    show_versions()
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``atlas`` command."""
+    # -v is accepted before and after the subcommand; SUPPRESS keeps the subparser from
+    # resetting a count given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                         help="more output: -v INFO logs and tracebacks, -vv DEBUG logs")
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                          help="show progress (a tqdm bar when tqdm is installed, else log lines); "
+                               "default: only when stderr is a terminal")
+
+    p = argparse.ArgumentParser(
+        prog="atlas",
+        description="Inspect and build atlas stores: many N-dimensional datasets of one schema in one store.",
+        parents=[verbose],
+    )
+    p.set_defaults(verbose=0)
+    p.add_argument("--version", action="version", version=f"atlas {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("info", parents=[verbose], help="codec, metadata format, datasets, arrays and sizes on disk")
+    s.add_argument("store", metavar="STORE", help="path of the store")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("ls", parents=[verbose], help="list datasets, or one dataset's arrays and attributes")
+    s.add_argument("store", metavar="STORE")
+    s.add_argument("dataset", metavar="DATASET", nargs="?")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_ls)
+
+    s = sub.add_parser("stats", parents=[verbose], help="row/null counts, min and max of a dataset's arrays")
+    s.add_argument("store", metavar="STORE")
+    s.add_argument("dataset", metavar="DATASET")
+    s.add_argument("array", metavar="ARRAY", nargs="?")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_stats)
+
+    s = sub.add_parser(
+        "ingest", parents=[verbose, progress],
+        help="add files xarray can open (NetCDF, ...) as datasets, one flush at the end",
+        description="Open every file matching the patterns (quote them; ** recurses) with xarray in "
+                    "parallel, add each as one dataset in file order, and flush once at the end. "
+                    "All or nothing: if a file fails, nothing is written.",
+    )
+    s.add_argument("store", metavar="STORE")
+    s.add_argument("files", metavar="GLOB", nargs="+", help="file paths or glob patterns")
+    s.add_argument("--create", action="store_true", help="create the store if it does not exist")
+    s.add_argument("--codec", default=None, help="chunk codec of a new store: zstd (default), lz4, none")
+    s.add_argument("--meta-format", default=None, help="metadata format of a new store: json (default), msgpack")
+    s.add_argument("--meta-compression", default=None, help="metadata compression of a new store: none (default), zstd, lz4")
+    s.add_argument("--jobs", "-j", type=_positive_int, default=None,
+                   help="reader threads (default: min(8, CPU count)); NetCDF/HDF5 files are opened one "
+                        "at a time (their C libraries are not thread-safe), overlapping the compression "
+                        "of the files read before")
+    s.add_argument("--name-from", choices=("stem", "name"), default="stem",
+                   help="dataset name: the file name without (stem, default) or with (name) its extension")
+    s.add_argument("--engine", default=None, help="xarray engine (default: xarray guesses)")
+    s.set_defaults(func=_cmd_ingest)
+
+    s = sub.add_parser("compact", parents=[verbose, progress],
+                       help="reclaim the space of deleted datasets/arrays and overwritten chunks")
+    s.add_argument("store", metavar="STORE")
+    s.set_defaults(func=_cmd_compact)
+
+    s = sub.add_parser("verify", parents=[verbose], help="check the store; exit code 1 when problems are found")
+    s.add_argument("store", metavar="STORE")
+    s.set_defaults(func=_cmd_verify)
+
+    s = sub.add_parser("versions", parents=[verbose], help="print versions for bug reports (atlas.show_versions())")
+    s.set_defaults(func=_cmd_versions)
+    return p
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. captured in tests)
+        pass
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the ``atlas`` command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors: argparse already printed
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+
+    level = logging.WARNING if args.verbose <= 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    pkg = logging.getLogger("atlas")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if args.verbose
+                                           else "%(message)s"))
+    saved = (pkg.level, _progress_log.level)
+    pkg.addHandler(handler)
+    pkg.setLevel(level)
+    _progress_log.setLevel(min(level, logging.INFO))  # progress lines show whenever progress is on
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("atlas: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `atlas ls STORE | head`: stop quietly
+        _silence_stdout()
+        return 1
+    except _USER_ERRORS as e:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"atlas {args.command}: error: {_message(e)}", file=sys.stderr)
+        return 1
+    finally:
+        pkg.removeHandler(handler)
+        pkg.setLevel(saved[0])
+        _progress_log.setLevel(saved[1])
+
+
+__all__ = ["main", "build_parser", "CliError"]
