@@ -533,7 +533,7 @@ class Engine:
 
     # ------------------------------------------------------------------ flush
     def _segment(self, phys: Physical, gen: int, token: str, base: ChunkIndex, items: list[tuple[tuple[int, int], Pending]],
-                 live: np.ndarray, payload: Callable[[Pending], bytes]) -> tuple[str, Any, dict[str, Any]]:
+                 dead: np.ndarray, payload: Callable[[Pending], bytes]) -> tuple[str, Any, dict[str, Any]]:
         """Plan a segment of ``items`` (sorted by key); returns ``(path, frames, result)``.
 
         ``frames`` is a generator yielding the segment's bytes frame by frame (compressed in
@@ -610,7 +610,7 @@ class Engine:
                     yield b
                 g0 = g1
             fr = {"off": off, "clen": clen, "rlen": np.asarray(rlens, np.int64), "crc": crc}
-            new = base.merged(path, fr, cols, live)
+            new = base.merged(path, fr, cols, dead)
             footer, rawlen = new.encode(self.codec)
             result["index"] = new
             result["loc"] = (path, pos, len(footer), rawlen, codecs.checksum(footer))
@@ -709,33 +709,33 @@ class Engine:
             mx = _scalar_python(idx.chunks["mx"][rows][has].view(w).max())
         return {"null_count": m.row_count - nn, "min": mn, "max": mx}
 
-    def flush(self, meta: StoreMeta, dirty: set[int], commit: Callable[[], None]) -> None:
-        """Write one segment per touched array name, then commit the metadata (via ``commit``)."""
+    def flush(self, meta: StoreMeta, dirty: dict[int, tuple[str, ArrayMeta]], dead: set[int], commit: Callable[[], None]) -> None:
+        """Write one segment per touched array name, then commit the metadata (via ``commit``).
+
+        ``dirty``: the array instances defined or written since the last flush (aid -> (name,
+        meta)); ``dead``: the instances deleted since then, whose rows leave the indexes.
+        """
         with self.lock:
-            live = _live_aids(meta)
             gen = meta.generation + 1
             token = uuid.uuid4().hex[:8]
             new_idx: dict[str, ChunkIndex] = {}
             new_loc: dict[str, tuple[str, int, int, int, int]] = {}
-            metas = {m.aid: m for ds in meta.datasets.values() for m in ds.arrays.values()}
+            metas = {aid: m for aid, (_, m) in dirty.items()}
+            dead_arr = np.asarray(sorted(dead), np.int64)
             self._deferred_stats(metas)
             for name, pend in self.pending.items():
-                la = live.get(name, np.empty(0, np.int64))
                 items = sorted((k, p) for k, p in pend.items() if k[0] in metas)
                 if not items:
                     continue
                 phys = meta.physical_for(name)
-                path, frames, res = self._segment(phys, gen, token, self.index(name, phys), items, la, self.pending.payload)
+                path, frames, res = self._segment(phys, gen, token, self.index(name, phys), items, dead_arr, self.pending.payload)
                 self.storage.write(path, frames)
                 new_idx[name], new_loc[name] = res["index"], res["loc"]
             self.storage.barrier()
-            # stats of every instance defined or written since the last flush
             old_stats: list[tuple[ArrayMeta, Any]] = []
             by_name: dict[str, list[ArrayMeta]] = {}
-            for ds in meta.datasets.values():
-                for name, m in ds.arrays.items():
-                    if m.aid in dirty:
-                        by_name.setdefault(name, []).append(m)
+            for name, m in dirty.values():
+                by_name.setdefault(name, []).append(m)
             for name, ms in by_name.items():
                 idx = new_idx.get(name) or self.index(name, meta.physical.get(name))
                 for m, st in zip(ms, self.batch_stats(name, meta.physical.get(name), ms, idx)):
@@ -805,7 +805,7 @@ class Engine:
                     new_idx[name], new_loc[name] = ChunkIndex(), None
                     continue
                 items = self._reload(idx, rows)
-                path, frames, res = self._segment(phys, gen, token, ChunkIndex(), items, la, lambda p: p.data)
+                path, frames, res = self._segment(phys, gen, token, ChunkIndex(), items, np.empty(0, np.int64), lambda p: p.data)
                 self.storage.write(path, frames)
                 new_idx[name], new_loc[name] = res["index"], res["loc"]
             self.storage.barrier()

@@ -8,11 +8,13 @@ so json metadata stays strict JSON.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from . import dtypes as D
@@ -184,19 +186,71 @@ class DatasetMeta:
     attrs: dict[str, tuple[str, Any]] = field(default_factory=dict)
     arrays: dict[str, ArrayMeta] = field(default_factory=dict)
 
-    def to_dict(self, schema_no: Any) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "attrs": {k: [t, f2j(v)] for k, (t, v) in self.attrs.items()},
-            "arrays": {k: a.to_row(schema_no(a)) for k, a in self.arrays.items()},
-        }
+    def to_blob(self, schema_no: Any, fmt: str) -> Any:
+        """This dataset as one opaque value of the metadata file (decoded only when used)."""
+        obj = [{k: [t, f2j(v)] for k, (t, v) in self.attrs.items()},
+               {k: a.to_row(schema_no(a)) for k, a in self.arrays.items()}]
+        if fmt == "json":
+            return json.dumps(obj, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        return msgpack.packb(obj, use_bin_type=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], schemas: list[ArrayMeta]) -> "DatasetMeta":
+    def from_blob(cls, name: str, blob: Any, schemas: list[ArrayMeta]) -> "DatasetMeta":
+        attrs_d, arrays_d = json.loads(blob) if isinstance(blob, str) else msgpack.unpackb(blob, raw=False)
         attrs = {}
-        for k, (t, v) in d["attrs"].items():
+        for k, (t, v) in attrs_d.items():
             attrs[k] = (t, j2f(v) if t == "float64" else v)
-        return cls(d["name"], attrs, {k: ArrayMeta.from_row(r, schemas[r[1]]) for k, r in d["arrays"].items()})
+        return cls(name, attrs, {k: ArrayMeta.from_row(r, schemas[r[1]]) for k, r in arrays_d.items()})
+
+
+class Datasets(dict):  # type: ignore[type-arg]
+    """``{name: DatasetMeta}`` whose entries are decoded from the metadata file on first access.
+
+    Opening a store with 100,000 datasets parses one string per dataset; a dataset's
+    arrays and attributes become Python objects only when something asks for them, and an
+    untouched dataset is written back as the same string.
+    """
+
+    def __init__(self, schemas: list[ArrayMeta]) -> None:
+        super().__init__()
+        self.schemas = schemas
+
+    def _decode(self, name: str, v: Any) -> DatasetMeta:
+        if type(v) is DatasetMeta:
+            return v
+        try:
+            return DatasetMeta.from_blob(name, v, self.schemas)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise CorruptStoreError(f"metadata of dataset {name!r} is malformed: {e!r}") from e
+
+    def _load(self, name: str, v: Any) -> DatasetMeta:
+        if type(v) is not DatasetMeta:
+            v = self._decode(name, v)
+            dict.__setitem__(self, name, v)
+        return v
+
+    def __getitem__(self, name: str) -> DatasetMeta:
+        return self._load(name, dict.__getitem__(self, name))
+
+    def get(self, name: Any, default: Any = None) -> Any:  # type: ignore[override]
+        v = dict.get(self, name, _MISSING)
+        return default if v is _MISSING else self._load(name, v)
+
+    def values(self) -> list[DatasetMeta]:  # type: ignore[override]
+        return [self._load(k, v) for k, v in dict.items(self)]
+
+    def items(self) -> list[tuple[str, DatasetMeta]]:  # type: ignore[override]
+        return [(k, self._load(k, v)) for k, v in dict.items(self)]
+
+    def pop(self, name: Any, *default: Any) -> Any:  # type: ignore[override]
+        v = dict.pop(self, name, *default)
+        return v if v is None or (default and v is default[0]) else self._decode(name, v)
+
+    def raw_items(self) -> Any:
+        return dict.items(self)
+
+
+_MISSING = object()
 
 
 @dataclass
@@ -221,12 +275,13 @@ _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 @dataclass
 class StoreMeta:
     codec: str
-    datasets: dict[str, DatasetMeta] = field(default_factory=dict)
+    datasets: Datasets = field(default_factory=lambda: Datasets([]))
     physical: dict[str, Physical] = field(default_factory=dict)
     next_id: int = 1
     generation: int = 0
     #: identifies this store for ever (a store re-created at the same path gets a new one)
     uid: str = ""
+    _schema_index: dict[Any, int] = field(default_factory=dict, repr=False)
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -239,19 +294,22 @@ class StoreMeta:
             p = self.physical[array] = Physical(f"arrays/{len(self.physical):05d}-{slug}")
         return p
 
-    def to_dict(self) -> dict[str, Any]:
-        schemas: dict[tuple[Any, ...], int] = {}
-        table: list[dict[str, Any]] = []
+    def to_dict(self, fmt: str = "json") -> dict[str, Any]:
+        table = self.datasets.schemas  # append-only, so undecoded datasets keep valid numbers
+        index = self._schema_index
+        if len(index) != len(table):
+            index.clear()
+            index.update({a.schema_key(): n for n, a in enumerate(table)})
 
         def schema_no(a: ArrayMeta) -> int:
             key = a.schema_key()
-            n = schemas.get(key)
+            n = index.get(key)
             if n is None:
-                n = schemas[key] = len(table)
-                table.append(a.schema_dict())
+                n = index[key] = len(table)
+                table.append(a)
             return n
 
-        datasets = [d.to_dict(schema_no) for d in self.datasets.values()]
+        datasets = [[k, v.to_blob(schema_no, fmt) if type(v) is DatasetMeta else v] for k, v in self.datasets.raw_items()]
         return {
             "format": "atlas",
             "version": FORMAT_VERSION,
@@ -259,7 +317,7 @@ class StoreMeta:
             "generation": self.generation,
             "uid": self.uid,
             "next_id": self.next_id,
-            "schemas": table,
+            "schemas": [a.schema_dict() for a in table],
             "datasets": datasets,
             "physical": {k: p.to_dict() for k, p in self.physical.items()},
         }
@@ -275,10 +333,12 @@ class StoreMeta:
             )
         try:
             schemas = [ArrayMeta.schema_from_dict(x) for x in d["schemas"]]
-            ds = [DatasetMeta.from_dict(x, schemas) for x in d["datasets"]]
+            ds = Datasets(schemas)
+            for name, blob in d["datasets"]:
+                dict.__setitem__(ds, name, blob)
             return cls(
                 codec=d["codec"],
-                datasets={x.name: x for x in ds},
+                datasets=ds,
                 physical={k: Physical.from_dict(p) for k, p in d["physical"].items()},
                 next_id=int(d["next_id"]),
                 generation=int(d["generation"]),

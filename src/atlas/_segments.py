@@ -91,15 +91,15 @@ class ChunkIndex:
             raise CorruptStoreError(f"{where}: chunk index is inconsistent")
         return idx
 
-    def merged(self, new_segment: str, frames: dict[str, np.ndarray], chunks: dict[str, np.ndarray], live_aids: np.ndarray) -> "ChunkIndex":
-        """A new index with a segment's frames and chunks added; newer rows win, dead aids go."""
+    def merged(self, new_segment: str, frames: dict[str, np.ndarray], chunks: dict[str, np.ndarray], dead_aids: np.ndarray) -> "ChunkIndex":
+        """A new index with a segment's frames and chunks added; newer rows win, rows of ``dead_aids`` go."""
         seg_no = len(self.segments)
         nf = self.frames["seg"].shape[0]
         frames = dict(frames)
         frames["seg"] = np.full(frames["off"].shape[0], seg_no, np.int64)
         chunks = dict(chunks)
         chunks["frame"] = chunks["frame"] + nf
-        keep = np.isin(self.chunks["aid"], live_aids)
+        keep = ~np.isin(self.chunks["aid"], dead_aids)
         cols = {k: np.concatenate([self.chunks[k][keep], chunks[k].astype(t, copy=False)]) for k, t in CHUNK_COLUMNS.items()}
         order = np.lexsort((cols["cid"], cols["aid"]))  # stable: for equal keys, new rows stay last
         cols = {k: v[order] for k, v in cols.items()}

@@ -50,10 +50,12 @@ class CliError(AtlasError):
 
 # ---------------------------------------------------------------------------------- helpers
 def _message(e: BaseException) -> str:
+    """The exception's message on one line."""
     if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
-        return e.args[0]  # str(KeyError) would add quotes
-    text = str(e)
-    return text if text else type(e).__name__
+        text = e.args[0]  # str(KeyError) would add quotes
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _fmt_bytes(n: int) -> str:
@@ -267,6 +269,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         arrays.append({"name": a, "dtype": m["dtype"], "shape": m["shape"], "chunk_shape": m["chunk_shape"],
                        "dims": m["dimension_names"], "fill_value": ds.array_fill_value(a)})
     attrs = ds.attributes()
+    if not args.all:  # names starting with "_" are reserved for atlas (e.g. the xarray mapping)
+        attrs = {k: v for k, v in attrs.items() if not k.startswith("_")}
     if args.json:
         _print_json({"dataset": ds.name, "arrays": arrays, "attributes": attrs})
         return 0
@@ -494,8 +498,9 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``atlas`` command."""
-    # -v is accepted before and after the subcommand; SUPPRESS keeps the subparser from
-    # resetting a count given before it.
+    # -v is accepted before and after the subcommand. The action object is shared by every
+    # parser using this parent, so its default must stay SUPPRESS (no set_defaults): that keeps
+    # the subparser from resetting a count given before the subcommand.
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                          help="more output: -v INFO logs and tracebacks, -vv DEBUG logs")
@@ -509,7 +514,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and build atlas stores: many N-dimensional datasets of one schema in one store.",
         parents=[verbose],
     )
-    p.set_defaults(verbose=0)
     p.add_argument("--version", action="version", version=f"atlas {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -522,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ls", parents=[verbose], help="list datasets, or one dataset's arrays and attributes")
     s.add_argument("store", metavar="STORE")
     s.add_argument("dataset", metavar="DATASET", nargs="?")
+    s.add_argument("-a", "--all", action="store_true",
+                   help="also show reserved attributes (names starting with '_', e.g. the xarray mapping's)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_ls)
 
@@ -585,6 +591,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SystemExit as e:  # --help, --version, usage errors: argparse already printed
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
 
+    args.verbose = getattr(args, "verbose", 0)
     level = logging.WARNING if args.verbose <= 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     pkg = logging.getLogger("atlas")
     handler = _StderrHandler()

@@ -102,8 +102,8 @@ class DatasetView:
             if name in ds.arrays:
                 raise FileExistsError(f"array {name!r} is already defined in dataset {self._name!r} (delete_array first)")
             aid = at._meta.new_id()
-            ds.arrays[name] = ArrayMeta(aid, dt, dims_t, shp, chk, fill)
-            at._dirty.add(aid)
+            m = ds.arrays[name] = ArrayMeta(aid, dt, dims_t, shp, chk, fill)
+            at._dirty[aid] = (name, m)
 
     def array_meta(self, array: str) -> Optional[dict[str, Any]]:
         """``{"dtype", "shape", "chunk_shape", "dimension_names"}``, or None if not defined here."""
@@ -143,7 +143,8 @@ class DatasetView:
         with at._engine.lock:
             m = self._array(name)
             del self._ds().arrays[name]
-            at._dirty.discard(m.aid)
+            at._dirty.pop(m.aid, None)
+            at._dead.add(m.aid)
             at._changed = True
 
     # ------------------------------------------------------------------ data
@@ -155,7 +156,7 @@ class DatasetView:
         at = self._atlas
         at._engine.write(name, at._meta.physical.get(name), m, s, arr)
         with at._engine.lock:
-            at._dirty.add(m.aid)
+            at._dirty[m.aid] = (name, m)
 
     def read_array(self, name: str, start: Optional[Sequence[int]] = None,
                    shape: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:

@@ -49,7 +49,8 @@ class Atlas:
         self._meta_format = meta_format
         self._meta_compression = meta_compression
         self._engine = Engine(storage, meta.codec)
-        self._dirty: set[int] = set()
+        self._dirty: dict[int, tuple[str, ArrayMeta]] = {}  # instances defined or written since the last flush
+        self._dead: set[int] = set()  # instances deleted since the last flush
         self._changed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -86,7 +87,7 @@ class Atlas:
         return cls(storage, StoreMeta.from_dict(obj, where), fmt, comp)
 
     def _commit(self) -> None:
-        data = _metaio.encode(self._meta.to_dict(), self._meta_format, self._meta_compression)
+        data = _metaio.encode(self._meta.to_dict(self._meta_format), self._meta_format, self._meta_compression)
         self._storage.commit(META_PATH, data)
 
     def flush(self) -> None:
@@ -99,9 +100,10 @@ class Atlas:
         with eng.lock:
             if not eng.pending and not self._dirty and not self._changed:
                 return
-            eng.flush(self._meta, self._dirty, self._commit)
+            eng.flush(self._meta, self._dirty, self._dead, self._commit)
             n = len(self._dirty)
-            self._dirty = set()
+            self._dirty = {}
+            self._dead = set()
             self._changed = False
         log.info("flushed %s (generation %d, %d array instances updated)", self._storage.location, self._meta.generation, n)
 
@@ -202,7 +204,7 @@ class Atlas:
         with self._engine.lock:
             if name in self._meta.datasets:
                 raise FileExistsError(f"dataset {name!r} already exists")
-            self._meta.datasets[name] = DatasetMeta(name)
+            dict.__setitem__(self._meta.datasets, name, DatasetMeta(name))
             self._changed = True
         return DatasetView(self, name)
 
@@ -221,7 +223,8 @@ class Atlas:
             if ds is None:
                 raise KeyError(f"no dataset named {name!r}")
             for m in ds.arrays.values():
-                self._dirty.discard(m.aid)
+                self._dirty.pop(m.aid, None)
+                self._dead.add(m.aid)
             self._changed = True
 
     def list_datasets(self) -> list[str]:
