@@ -68,7 +68,7 @@ def validate_name(name: Any, what: str) -> str:
 class Layout:
     """Values derived from a schema, computed once per distinct schema (kernels use rank >= 1)."""
 
-    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "empty", "sdtype", "chunk_elems", "fill_storage")
+    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "empty", "sdtype", "chunk_elems", "fill_storage", "is_float")
 
     def __init__(self, dtype: str, shape: tuple[int, ...], chunk: tuple[int, ...], fill: Any) -> None:
         kc = tuple(max(1, min(c, s)) for c, s in zip(chunk, shape)) if shape else (1,)
@@ -80,6 +80,7 @@ class Layout:
         self.sdtype = D.storage_dtype(dtype)
         self.chunk_elems = math.prod(kc)
         self.fill_storage = D.fill_storage_value(dtype, fill)
+        self.is_float = self.sdtype.kind == "f"
 
 
 _LAYOUTS: dict[tuple[Any, ...], Layout] = {}
@@ -161,14 +162,17 @@ class ArrayMeta:
     def from_row(cls, row: list[Any], schema: "ArrayMeta") -> "ArrayMeta":
         st = row[2]
         stats = None
+        lay = schema.layout
         if st is not None:
             mn, mx = st[1], st[2]
-            if schema.dtype in D.NUMERIC and D.NUMERIC[schema.dtype].kind == "f":
-                mn = None if mn is None else j2f(mn)
-                mx = None if mx is None else j2f(mx)
-            stats = {"null_count": int(st[0]), "min": mn, "max": mx}
-        m = cls(int(row[0]), schema.dtype, schema.dims, schema.shape, schema.chunk, schema.fill, stats)
-        m.__dict__["layout"] = schema.layout
+            if lay.is_float:  # non-finite floats are spelled as strings in json
+                if mn.__class__ is str:
+                    mn = float(mn)
+                if mx.__class__ is str:
+                    mx = float(mx)
+            stats = {"null_count": st[0], "min": mn, "max": mx}
+        m = cls(row[0], schema.dtype, schema.dims, schema.shape, schema.chunk, schema.fill, stats)
+        m.__dict__["layout"] = lay
         return m
 
     @classmethod
