@@ -25,12 +25,12 @@ class _FreshStores:
     repeat = (3, 10, 20.0)
     timeout = 300
 
-    def setup(self):
+    def setup(self, *params):
         C.warm_kernels()
         self.tmp = C.fresh_dir("ingest")
         self.count = 0
 
-    def teardown(self):
+    def teardown(self, *params):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _next_path(self) -> str:

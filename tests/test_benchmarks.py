@@ -1,13 +1,17 @@
-"""Every asv benchmark in benchmarks/ runs once (small sizes), and compare_small.py runs end to end.
+"""Every asv benchmark in benchmarks/ runs once (small sizes); compare_small.py and
+compare_peers.py --quick run end to end.
 
 The asv suite is loaded with ``ATLAS_BENCH_SMALL=1`` so its stores are tiny; each
 benchmark goes through the asv life cycle once: ``setup_cache`` (once per class, in its
 own temporary working directory, as asv does), ``setup``, the benchmark, ``teardown``.
-``timeraw_*`` benchmarks return code, which is run in a fresh interpreter.
+``timeraw_*`` benchmarks return code, which is run in a fresh interpreter. A benchmark
+whose timed call compiles a Numba kernel signature that its setup did not fails (kernels
+compile in setup, never in the timed part).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
 import itertools
@@ -28,17 +32,21 @@ SMALL_ENV = {"ATLAS_BENCH_SMALL": "1"}
 
 
 def _load(path: Path):
-    """Import one benchmark module by path (as ``benchmarks.<name>``) with the small sizes in effect."""
+    """Import one benchmark module (as ``benchmarks.<name>``, the way asv does, so relative
+    imports work) with the small sizes in effect."""
     name = f"benchmarks.{path.stem}"
     if name in sys.modules:
         return sys.modules[name]
     old = {k: os.environ.get(k) for k in SMALL_ENV}
     os.environ.update(SMALL_ENV)
     try:
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
+        if "benchmarks" not in sys.modules:
+            spec = importlib.util.spec_from_file_location("benchmarks", BENCH_DIR / "__init__.py",
+                                                          submodule_search_locations=[str(BENCH_DIR)])
+            pkg = importlib.util.module_from_spec(spec)
+            sys.modules["benchmarks"] = pkg
+            spec.loader.exec_module(pkg)
+        mod = importlib.import_module(name)
     finally:
         for k, v in old.items():
             if v is None:
@@ -86,6 +94,28 @@ def _run_timeraw(code) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def _kernel_signatures() -> dict[str, int]:
+    """Compiled (or cache-loaded) signatures per atlas Numba kernel in this process."""
+    out = {}
+    for modname in ("atlas._kernels.grid", "atlas._kernels.gather", "atlas._kernels.stats"):
+        mod = sys.modules.get(modname)
+        for k, v in vars(mod).items() if mod is not None else ():
+            sigs = getattr(v, "signatures", None)
+            if isinstance(sigs, list):
+                out[f"{modname}.{k}"] = len(sigs)
+    return out
+
+
+def _call_checked(bench_id: str, fn, *args):
+    """Run the benchmark body; fail if it compiled (or loaded) a kernel signature its setup did not."""
+    before = _kernel_signatures()
+    result = fn(*args)
+    after = _kernel_signatures()
+    new = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+    assert not new, f"{bench_id}: the timed call compiled/loaded Numba kernels {new} (warm them in setup)"
+    return result
+
+
 @pytest.fixture(scope="module")
 def cache_dirs(tmp_path_factory):
     """One setup_cache result per class, each made in its own directory (asv's cwd for the class)."""
@@ -109,7 +139,7 @@ def test_asv_benchmark_runs_once(bench, cache_dirs, monkeypatch):
             if setup is not None:
                 setup(*args)
             try:
-                result = func(*args)
+                result = _call_checked(bench_id, func, *args)
                 if attr.startswith("timeraw_"):
                     _run_timeraw(result)
             finally:
@@ -136,7 +166,7 @@ def test_asv_benchmark_runs_once(bench, cache_dirs, monkeypatch):
             except NotImplementedError:
                 continue  # asv's way of skipping a parameter combination
         try:
-            result = getattr(inst, attr)(*full)
+            result = _call_checked(bench_id, getattr(inst, attr), *full)
             if attr.startswith("timeraw_"):
                 _run_timeraw(result)
             if attr.startswith("track_"):
@@ -162,3 +192,30 @@ def test_compare_small_runs(tmp_path):
         r = res["phases"][phase]
         assert r["atlas"]["median"] > 0 and r["h5py"]["median"] > 0
         assert r["ratio"] == pytest.approx(r["atlas"]["median"] / r["h5py"]["median"])
+
+
+def test_compare_peers_quick_runs(tmp_path):
+    out, md, png = tmp_path / "peers.json", tmp_path / "peers.md", tmp_path / "peers.png"
+    cmd = [sys.executable, str(BENCH_DIR / "compare_peers.py"), "--quick", "--json", str(out), "--md", str(md),
+           "--png", str(png)]
+    if importlib.util.find_spec("matplotlib") is None:
+        cmd.append("--no-chart")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    systems = ("atlas", "h5py", "netcdf4", "zarr", "zarr-grp")
+    res = json.loads(out.read_text())
+    assert res["repeats"] == 1 and set(res["workloads"]) == {"small", "profile", "gridded"}
+    for name, w in res["workloads"].items():
+        phases = ("ingest", "read", "stacked") + (("read_arrays",) if name == "gridded" else ())
+        for ph in phases:
+            for s in systems:
+                assert w["medians"][ph][s] > 0, (name, ph, s)
+            for s in systems[1:]:
+                assert w["ratios"][ph][s] == pytest.approx(w["medians"][ph]["atlas"] / w["medians"][ph][s])
+        assert w["verify"].startswith("ok"), w["verify"]
+        assert f"### {name}: " in proc.stdout
+    header = "| phase | atlas (s) | h5py (s) | netCDF4 (s) | zarr store/ds (s) | zarr group/ds (s) |"
+    assert proc.stdout.count(header) == 3, proc.stdout
+    assert "machine: " in md.read_text() and header in md.read_text()
+    if "--no-chart" not in cmd:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,6 +12,7 @@ import logging as _logging
 
 from ._executor import num_threads, set_num_threads
 from ._version import __version__
+from ._versions import show_versions
 from .dataset import DatasetView
 from .errors import AtlasError, ConcurrentWriteError, CorruptStoreError, StaleStoreError, StoreFormatError
 from .store import Atlas
@@ -66,5 +67,6 @@ __all__ = [
     "StoreFormatError",
     "num_threads",
     "set_num_threads",
+    "show_versions",
     "__version__",
 ]

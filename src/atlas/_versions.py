@@ -61,7 +61,7 @@ def _numba_info() -> list[tuple[str, Any]]:
         ("numba cache dir (config)", getattr(cfg, "CACHE_DIR", None) or "(default: next to the sources / user cache)"),
     ]
     try:
-        layer: Any = numba.threading_layer()
+        layer: Any = getattr(numba, "threading_layer")()
     except ValueError:  # raised until a parallel region has run; atlas never runs one
         layer = "(not initialised)"
     out.insert(1, ("numba threading layer (in use)", layer))

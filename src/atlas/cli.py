@@ -164,7 +164,7 @@ class _Progress:
         if not enabled:
             return
         try:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             self._every = max(1, math.ceil(total / 10))
             return
@@ -356,10 +356,9 @@ def _load(path: str, engine: Optional[str]) -> Any:
     """Open ``path`` with xarray, load it into memory and close the file (in a worker thread)."""
     import xarray as xr
 
-    kwargs = {"engine": engine} if engine else {}
     safe = _engine_for(path, engine) in _THREAD_SAFE_ENGINES
     with contextlib.nullcontext() if safe else _SERIAL_OPEN:
-        with xr.open_dataset(path, **kwargs) as ds:
+        with xr.open_dataset(path, engine=engine) as ds:
             return ds.load()
 
 
