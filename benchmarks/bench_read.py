@@ -2,7 +2,8 @@
 array_stats and compact.
 
 * ``OpenStore``: ``Atlas.open`` of a store with ``N_OPEN`` small datasets (three arrays
-  each), its peak memory, and (``track_``) how many Python objects the open creates.
+  each), open + a stacked read of every dataset, peak memory, and (``track_``) what the
+  open store keeps alive: gc-tracked objects, and tracemalloc blocks and bytes (per dataset).
 * ``ReadGridded``: a store of ``N_GRID_STORE`` gridded datasets (three float32
   (24, 90, 180) arrays chunked (6, 45, 90)); whole arrays, one chunk, a box straddling
   chunks, ``read_arrays``, stacked reads across every dataset, and the first read after
@@ -48,8 +49,13 @@ class OpenStore:
     def peakmem_open(self, path):
         atlas.Atlas.open(path)
 
-    def track_open_python_objects(self, path):
-        """gc-tracked Python objects the open store holds (one per dataset or more means O(N) metadata objects)."""
+    def time_open_and_stacked_slice(self, path):
+        """Open + a stacked slice of every dataset (touches every dataset's metadata)."""
+        store = atlas.Atlas.open(path)
+        store.read_array_across_stacked("a", store.list_datasets(), [0], [25])
+
+    def track_open_gc_objects(self, path):
+        """gc-tracked containers (dicts, lists, instances) the open store holds; excludes str/bytes."""
         gc.collect()
         before = len(gc.get_objects())
         store = atlas.Atlas.open(path)
@@ -58,12 +64,41 @@ class OpenStore:
         del store
         return after - before
 
-    track_open_python_objects.unit = "objects"
+    track_open_gc_objects.unit = "objects"
 
-    def track_open_objects_per_dataset(self, path):
-        return self.track_open_python_objects(path) / C.N_OPEN
+    def track_open_allocated_blocks(self, path):
+        """Memory blocks (about: Python objects of any type, str included) the open store holds (tracemalloc)."""
+        return _retained(lambda: atlas.Atlas.open(path))[0]
 
-    track_open_objects_per_dataset.unit = "objects/dataset"
+    track_open_allocated_blocks.unit = "blocks"
+
+    def track_open_allocated_blocks_per_dataset(self, path):
+        return _retained(lambda: atlas.Atlas.open(path))[0] / C.N_OPEN
+
+    track_open_allocated_blocks_per_dataset.unit = "blocks/dataset"
+
+    def track_open_retained_bytes_per_dataset(self, path):
+        return _retained(lambda: atlas.Atlas.open(path))[1] / C.N_OPEN
+
+    track_open_retained_bytes_per_dataset.unit = "bytes/dataset"
+
+
+def _retained(make):
+    """(blocks, bytes) still allocated while the object ``make()`` returns is alive (tracemalloc)."""
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        s0 = tracemalloc.take_snapshot()
+        obj = make()
+        gc.collect()
+        s1 = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    diff = s1.compare_to(s0, "filename")
+    del obj
+    return sum(d.count_diff for d in diff), sum(d.size_diff for d in diff)
 
 
 # --------------------------------------------------------------------------- gridded reads

@@ -3,12 +3,15 @@
 Backends: a local path, obstore ``LocalStore``, obstore ``MemoryStore`` and ``S3Store`` on
 moto's S3 server (127.0.0.1, port 0; see ``conftest.py``). On top of the conformance class:
 
-* a second writer on the same store is detected (S3, LocalStore, MemoryStore);
+* a second writer on the same store is detected, on every backend, and keeps its changes;
 * flush on S3 uploads one object per touched array name and commits the metadata last;
 * a stacked read across 200 datasets written in one flush costs a handful of range reads
   (counted both at the obstore call level and as HTTP requests received by moto);
 * a read-only ``HTTPStore`` over a store served by a range-capable server on 127.0.0.1;
-* lazy ``to_xarray`` of an S3 store computed on a ``dask.distributed`` process cluster.
+* lazy ``to_xarray`` of S3 and LocalStore stores computed on a ``dask.distributed`` process
+  cluster (one per module);
+* the bulk-read I/O concurrency setting, the ImportError without obstore, and the example
+  ``examples/08_object_store.py`` (LocalStore, and S3 on moto).
 
 No network beyond 127.0.0.1; the only credentials are moto's dummy keys.
 """
@@ -68,11 +71,13 @@ class Backend:
         return self.source(name)
 
     def objects(self, name="store", prefix=None):
-        """``{path: size}`` of every object of the store (under ``prefix``)."""
+        """``{path: size}`` of every object of the store (under ``prefix``); on a local path
+        without the writers' lock file ``atlas.lock`` (local-disk bookkeeping, never data)."""
         out = {}
         for batch in obstore.list(self.obstore(name), prefix=prefix):
             for m in batch:
-                out[m["path"]] = int(m["size"])
+                if not (self.kind == "path" and m["path"] == "atlas.lock"):
+                    out[m["path"]] = int(m["size"])
         return out
 
 
@@ -84,9 +89,10 @@ def backend(request, tmp_path):
     return Backend(kind, tmp_path)
 
 
-@pytest.fixture(params=["localstore", "memory", "s3"])
-def obj_backend(request, tmp_path):
-    """Only the obstore backends (a second writer is detected through obstore's conditional puts)."""
+@pytest.fixture(params=BACKENDS)
+def writer_backend(request, tmp_path):
+    """Every backend: obstore ones detect a second writer with conditional puts (or an ETag check
+    where the backend has no conditional update), local paths with a lock plus a file-stamp check."""
     kind = request.param
     if kind == "s3":
         return Backend(kind, tmp_path, request.getfixturevalue("moto_server"), request.getfixturevalue("s3_bucket"))
@@ -122,6 +128,8 @@ def schema_data(k: int) -> dict[str, dict]:
                      expect=time),
         "scalar": dict(dtype="int8", dims=[], shape=[], chunk=None, fill=None, write=np.array(k - 3, np.int8),
                        expect=np.array(k - 3, np.int8)),
+        "empty": dict(dtype="int32", dims=["e", "f"], shape=[0, 4], chunk=[2, 2], fill=None,
+                      write=np.zeros((0, 4), np.int32), expect=np.zeros((0, 4), np.int32)),
     }
 
 
@@ -400,8 +408,8 @@ class TestConformance:
 
 
 # ============================================================================ second writer
-def test_second_writer_is_detected_and_keeps_its_pending_changes(obj_backend):
-    b = obj_backend
+def test_second_writer_is_detected_and_keeps_its_pending_changes(writer_backend):
+    b = writer_backend
     with Atlas.create(b.source()) as st:
         ds = st.create_dataset("base")
         ds.define_array("a", "int32", ["x"], [8], [4])
@@ -453,14 +461,14 @@ def test_second_writer_is_detected_and_keeps_its_pending_changes(obj_backend):
     assert again.open_dataset("from_first").read_array("a")[0] == 5
 
 
-def test_second_create_on_same_location_loses(obj_backend):
+def test_second_create_on_same_location_loses(writer_backend):
     """Two handles racing to create a store: exactly one store results and the loser gets an error."""
-    a = Atlas.create(obj_backend.source())
+    a = Atlas.create(writer_backend.source())
     with pytest.raises(FileExistsError):
-        Atlas.create(obj_backend.source())
+        Atlas.create(writer_backend.source())
     a.create_dataset("x")
     a.flush()
-    assert Atlas.open(obj_backend.source()).list_datasets() == ["x"]
+    assert Atlas.open(writer_backend.source()).list_datasets() == ["x"]
 
 
 # ============================================================================ S3 specifics
@@ -489,6 +497,31 @@ def test_s3_flush_is_one_upload_per_segment_then_metadata_last(moto_server, s3_s
     assert objects[-1].endswith("/atlas.meta")  # the metadata is committed last ...
     assert sum(1 for p in objects if p.endswith("/atlas.meta")) == 1  # ... with a single PUT
     assert Atlas.open(moto_server.s3_store(s3_bucket, prefix="atlas/store")).list_datasets() == ["d0", "d1", "d2"]
+    # a metadata-only change is one PUT of the metadata, nothing else
+    st.open_dataset("d1").set_attribute("note", "attribute only")
+    moto_server.log.clear()
+    st.flush()
+    writes = [(m, urllib.parse.urlsplit(t).path) for m, t, _ in moto_server.log.requests() if m in ("PUT", "POST", "DELETE")]
+    assert writes == [("PUT", f"/{s3_bucket}/atlas/store/atlas.meta")], writes
+
+
+def test_s3_store_at_bucket_root(moto_server, s3_bucket):
+    """No prefix: the store is the whole bucket (listing, compaction and reopen still work)."""
+    with Atlas.create(moto_server.s3_store(s3_bucket)) as st:
+        for k in range(3):
+            ds = st.create_dataset(f"d{k}")
+            ds.define_array("a", "float64", ["x"], [1000], [100])
+            ds.write_array("a", [0], np.arange(1000.0) * k)
+            st.flush()
+        st.delete_dataset("d0")
+    st = Atlas.open(moto_server.s3_store(s3_bucket))
+    st.compact()
+    root = moto_server.s3_store(s3_bucket)
+    paths = sorted(m["path"] for batch in obstore.list(root) for m in batch)
+    assert paths[-1] == "atlas.meta" and len(paths) == 2 and paths[0].startswith("arrays/")
+    re_ = Atlas.open(moto_server.s3_store(s3_bucket))
+    assert re_.list_datasets() == ["d1", "d2"]
+    assert_same(re_.read_array_across_stacked("a", ["d1", "d2"]), np.stack([np.arange(1000.0), np.arange(1000.0) * 2]))
 
 
 class _CallCounter:
@@ -770,11 +803,11 @@ def test_io_concurrency_is_configurable_and_defaults_above_the_core_count(s3_sto
     monkeypatch.delenv("ATLAS_IO_CONCURRENCY", raising=False)
     assert storage_for(s3_store, create=False).io_concurrency >= 8  # sized for network latency, not 2 cores
     rng = np.random.default_rng(3)
-    data = rng.random((4, 8, 64), dtype=np.float32)
+    data = rng.random((4, 128, 256), dtype=np.float32)  # 128 KiB chunks: too big for the frame cache
     st = Atlas.create(s3_store)
     for k in range(4):  # four flushes: four segments
         ds = st.create_dataset(f"d{k}")
-        ds.define_array("v", "float32", ["y", "x"], [8, 64], [8, 64])
+        ds.define_array("v", "float32", ["y", "x"], [128, 256], [128, 256])
         ds.write_array("v", [0, 0], data[k])
         st.flush()
     seen: list[str] = []
@@ -818,3 +851,25 @@ def test_store_handle_without_obstore_raises_import_error_naming_the_extra(tmp_p
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "IMPORTERROR:" in out.stdout and "atlas-python[cloud]" in out.stdout, out.stdout
+
+
+# ============================================================================ the example
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "08_object_store.py")
+
+
+@pytest.mark.parametrize("where", ["localstore", "s3"])
+def test_example_08_runs(where, request):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_EXAMPLE_")}
+    if where == "s3":
+        moto, bucket = request.getfixturevalue("moto_server"), request.getfixturevalue("s3_bucket")
+        env.update(ATLAS_EXAMPLE_S3_BUCKET=bucket, ATLAS_EXAMPLE_S3_ENDPOINT=moto.endpoint,
+                   AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    out = subprocess.run([sys.executable, "-W", "error", EXAMPLE], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.rstrip().endswith("ok")
+    assert ("backend: S3 s3://" if where == "s3" else "backend: LocalStore") in out.stdout
+    if where == "s3":  # the example removed what it wrote
+        assert not [m for batch in obstore.list(moto.s3_store(bucket)) for m in batch]

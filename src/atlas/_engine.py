@@ -26,6 +26,7 @@ SOLO_FRAME = 16 * 1024  # a chunk this large is compressed on its own, when it i
 FRAME_TARGET = 64 * 1024  # smaller chunks are packed into frames of about this raw size
 FRAME_CACHE_BYTES = 32 * 1024 * 1024  # decoded packed frames kept for neighbouring small-chunk reads
 COALESCE_GAP = 64 * 1024  # frames of one segment closer than this are fetched in one read
+COALESCE_MAX = 2 * 1024 * 1024  # ... as long as the read stays below this size (so decoding can start early)
 PARALLEL_MIN_BYTES = 256 * 1024  # below this much decoded data a request stays on the caller's thread
 FLUSH_BATCH_BYTES = 16 * 1024 * 1024  # a flush compresses and writes frames in batches of about this size
 
@@ -127,7 +128,7 @@ class Engine:
             sel = np.flatnonzero(seg == s)
             sel = sel[np.argsort(off[sel], kind="stable")]
             o, e = off[sel], end[sel]
-            brk = np.flatnonzero(o[1:] - np.maximum.accumulate(e)[:-1] > COALESCE_GAP) + 1
+            brk = _breaks(o, e)
             gs = np.concatenate([[0], brk])
             ge = np.concatenate([brk, [len(sel)]])
             jobs.append((idx.segments[s], sel, o, e, gs, ge, o[gs], np.maximum.reduceat(e, gs)))
@@ -142,7 +143,12 @@ class Engine:
 
     def _run_job(self, job: tuple[Any, ...], out: list[Any]) -> None:
         path, sel, o, e, gs, ge, rs, re_ = job
-        bufs = self.storage.read_ranges(path, rs.tolist(), re_.tolist())
+        try:
+            bufs = self.storage.read_ranges(path, rs.tolist(), re_.tolist())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{self.storage.location}/{path} is gone: another handle compacted the store; reopen it"
+            ) from None
         for g, buf in enumerate(bufs):
             mv = memoryview(buf)
             base = int(rs[g])
@@ -541,6 +547,9 @@ class Engine:
         is exhausted, ``result`` holds ``"index"`` (the merged ChunkIndex) and ``"loc"``.
         """
         path = f"{phys.dir}/s{gen:08d}-{token}.seg"
+        # frames go to the segment in (chunk id, instance) order: the same chunk of every dataset
+        # written in one flush sits side by side, so a stacked read is a few contiguous ranges
+        items = sorted(items, key=lambda kp: (kp[0][1], kp[0][0]))
         n = len(items)
         cols = {k: np.zeros(n, t) for k, t in CHUNK_COLUMNS.items()}
         groups: list[list[int]] = []  # item numbers per frame; a compressed item is a frame alone
@@ -835,6 +844,20 @@ class Engine:
                           Pending(comp if comp else raw, comp is not None, nb, int(c["nn"][r]), int(c["mn"][r]), int(c["mx"][r]),
                                   bool(c["has"][r]), bool(c["wmask"][r]))))
         return items
+
+
+def _breaks(o: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Where to split a run of frames (sorted by offset) into separate range reads."""
+    if len(o) < 2:
+        return np.zeros(0, np.int64)
+    gap = o[1:] - np.maximum.accumulate(e)[:-1] > COALESCE_GAP
+    out = []
+    start = int(o[0])
+    for j in range(1, len(o)):  # per frame, not per element: frames are few compared with cells
+        if gap[j - 1] or int(e[j]) - start > COALESCE_MAX:
+            out.append(j)
+            start = int(o[j])
+    return np.asarray(out, np.int64)
 
 
 def _mask_bytes(mask: np.ndarray) -> bytes:

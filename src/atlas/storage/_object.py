@@ -59,7 +59,10 @@ class ObjectStorage(Storage):
             return []
         if len(starts) == 1:
             return [obstore.get_range(self.store, path, start=int(starts[0]), end=int(ends[0]))]
-        return list(obstore.get_ranges(self.store, path, starts=[int(s) for s in starts], ends=[int(e) for e in ends]))
+        # atlas already merged ranges closer than its own gap; obstore must not merge the rest
+        # (its 1 MiB default would turn a sparse stacked read into one download of the segment)
+        return list(obstore.get_ranges(self.store, path, starts=[int(s) for s in starts], ends=[int(e) for e in ends],
+                                       coalesce=0))
 
     def write(self, path: str, data: Buffer | Iterable[Buffer]) -> None:
         self._check_writable(path)
