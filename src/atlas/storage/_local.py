@@ -127,11 +127,9 @@ class LocalStorage(Storage):
 
     def barrier(self) -> None:
         dirs, self._dirty_dirs = self._dirty_dirs, set()
-        for d in sorted(dirs):
+        todo = set(dirs) | {os.path.dirname(d) for d in dirs if os.path.dirname(d).startswith(self.root)}
+        for d in sorted(todo):  # each directory once
             _fsync_dir(d)
-            parent = os.path.dirname(d)
-            if parent.startswith(self.root):
-                _fsync_dir(parent)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(self._abs(path))
