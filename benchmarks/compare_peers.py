@@ -535,10 +535,10 @@ def render_table(wl: Workload, w: dict[str, Any], reps: int, codecs_used: dict[s
     for ph in order:
         m, r = w["medians"][ph], w["ratios"].get(ph, {})
         title = PHASE_TITLES[ph].format(stack=wl.stack_title)
-        cells = [f"{m[s]:.4f}" for s in systems] + [f"**{r[p]:.2f}x**" if r[p] == r[p] else "-" for p in peers]
+        cells = [f"{m[s]:.4f}" for s in systems] + [f"**{r[p]:.3g}x**" if r[p] == r[p] else "-" for p in peers]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     sizes = [f"{w['store_mb'][s]:.1f}" for s in systems] + [
-        f"{w['store_mb']['atlas'] / w['store_mb'][p]:.2f}x" if "atlas" in systems else "-" for p in peers]
+        f"{w['store_mb']['atlas'] / w['store_mb'][p]:.3g}x" if "atlas" in systems else "-" for p in peers]
     lines.append("| store size on disk (MB) | " + " | ".join(sizes) + " |")
     lines += ["", f"verify: {w['verify']}"]
     return "\n".join(lines)
@@ -637,6 +637,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--png", metavar="OUT", help="the chart; default benchmarks/results/peers.png "
                    "(with --quick: none unless given)")
     p.add_argument("--no-chart", action="store_true", help="do not draw the chart (no matplotlib needed)")
+    p.add_argument("--render", metavar="JSON", help="run nothing: print the tables and write --md/--png from a results json")
     p.add_argument("--workdir", help="where stores are written (default: a new temporary directory, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--child", nargs=3, metavar=("WORKLOAD", "SYSTEM", "PHASES"), help=argparse.SUPPRESS)
@@ -666,10 +667,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
+    """The tables on stdout, and the json, chart and markdown files asked for."""
+    wls = list(results["workloads"])
+    tables = [render_table(WORKLOADS[wn], results["workloads"][wn], results["repeats"], results["codecs"]) for wn in wls]
+    text = "\n\n".join(tables) + "\n\n" + render_header(results)
+    print(text)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+    chart = ""
+    if args.png and not args.no_chart:
+        write_chart(results, args.png)
+        print(f"chart: {args.png}", file=sys.stderr)
+        rel = os.path.relpath(os.path.abspath(args.png), os.path.dirname(os.path.abspath(args.md or args.png)))
+        chart = f"\n\n![atlas/peer time ratios per phase, log scale]({rel})\n"
+    if args.md:
+        os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
+        cmd = results.get("command", "python benchmarks/compare_peers.py").strip()
+        with open(args.md, "w") as f:
+            f.write(f"## atlas vs peers\n\nMade by `{cmd}`.\n\n{text}{chart}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args)
+    if args.render:
+        with open(args.render) as f:
+            results = json.load(f)
+        if args.json and os.path.abspath(args.json) == os.path.abspath(args.render):
+            args.json = None
+        write_outputs(results, args)
+        return 0
     t_start = time.perf_counter()
     reps = args.repeats
     own_workdir = args.workdir is None
@@ -714,25 +746,8 @@ def main(argv: list[str] | None = None) -> int:
             results["workloads"][wname] = w
         results["loadavg_at_end"] = os.getloadavg()
         results["wall_seconds"] = time.perf_counter() - t_start
-        tables = [render_table(WORKLOADS[wn], results["workloads"][wn], reps, codecs_used) for wn in args.workloads]
-        text = "\n\n".join(tables) + "\n\n" + render_header(results)
-        print(text)
-        if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
-                f.write("\n")
-        if args.png and not args.no_chart:
-            write_chart(results, args.png)
-            print(f"chart: {args.png}", file=sys.stderr)
-        if args.md:
-            os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
-            chart = ""
-            if args.png and not args.no_chart:
-                chart = f"\n\n![atlas/peer time ratios]({os.path.relpath(os.path.abspath(args.png), os.path.dirname(os.path.abspath(args.md)))})\n"
-            cmd = "python benchmarks/compare_peers.py " + " ".join(sys.argv[1:] if argv is None else argv)
-            with open(args.md, "w") as f:
-                f.write(f"## atlas vs peers\n\nMade by `{cmd.strip()}`.\n\n{text}{chart}\n")
+        results["command"] = "python benchmarks/compare_peers.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_outputs(results, args)
         return 0
     finally:
         if own_workdir and not args.keep:

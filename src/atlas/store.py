@@ -289,10 +289,13 @@ class Atlas:
         metas = self._instances(array, dataset_names)
         m0 = None
         box = None
+        boxes: dict[tuple[int, ...], Any] = {}
         for n, m in zip(dataset_names, metas):
             if m is None:
                 raise KeyError(f"dataset {n!r} has no array {array!r}")
-            b = read_box(m.shape, start, shape, array)
+            b = boxes.get(m.shape)
+            if b is None:  # one check per distinct shape, not per dataset
+                b = boxes[m.shape] = read_box(m.shape, start, shape, array)
             if m0 is None:
                 m0, box = m, b
                 continue
