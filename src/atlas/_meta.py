@@ -195,7 +195,7 @@ class DatasetMeta:
         obj = [{k: [t, f2j(v)] for k, (t, v) in self.attrs.items()},
                {k: a.to_row(schema_no(a)) for k, a in self.arrays.items()}]
         if fmt == "json":
-            return json.dumps(obj, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+            return _JSON.encode(obj)
         return msgpack.packb(obj, use_bin_type=True)
 
     @classmethod
@@ -205,6 +205,9 @@ class DatasetMeta:
         for k, (t, v) in attrs_d.items():
             attrs[k] = (t, j2f(v) if t == "float64" else v)
         return cls(name, attrs, {k: ArrayMeta.from_row(r, schemas[r[1]]) for k, r in arrays_d.items()})
+
+
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)  # one encoder, reused
 
 
 class Datasets(dict):  # type: ignore[type-arg]
