@@ -171,9 +171,6 @@ class DatasetView:
             return None
         s, c = read_box(m.shape, start, shape, name)
         at = self._atlas
-        lay = m.layout
-        if lay.single_chunk and not m.is_string:  # the common small-array case: no planning needed
-            return to_user(m, at._engine._read_single_chunk(name, at._meta.physical.get(name), m, s, c))
         out = at._engine.read(name, at._meta.physical.get(name), [m], s, c)
         return to_user(m, out[0, ...])
 
