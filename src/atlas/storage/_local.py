@@ -16,9 +16,11 @@ class LocalStorage(Storage):
     def __init__(self, root: str, *, create: bool = False) -> None:
         self.root = os.path.abspath(root)
         if create:
+            if os.path.exists(self.root) and not os.path.isdir(self.root):
+                raise FileExistsError(f"cannot create an atlas store at {root!r}: a file of that name exists")
             os.makedirs(self.root, exist_ok=True)
         elif not os.path.isdir(self.root):
-            raise FileNotFoundError(f"no atlas store at {root!r}: directory does not exist")
+            raise FileNotFoundError(f"no atlas store at {root!r}: not a directory")
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self._dirty_dirs: set[str] = set()
