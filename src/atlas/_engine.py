@@ -69,15 +69,13 @@ def wide_dtype(sd: np.dtype) -> np.dtype:
 
 
 def _pad(t: Sequence[int]) -> np.ndarray:
-    return np.asarray(tuple(t) or (0,), np.int64) if len(t) else np.zeros(1, np.int64)
+    """A box start as kernels take it: 0-D arrays are treated as shape (1,)."""
+    return np.asarray(t, np.int64) if len(t) else np.zeros(1, np.int64)
 
 
 def _pad_count(t: Sequence[int]) -> np.ndarray:
     return np.asarray(tuple(t), np.int64) if len(t) else np.ones(1, np.int64)
 
-
-def _scalar_python(x: Any) -> Any:
-    return x.item() if hasattr(x, "item") else x
 
 
 class Engine:
@@ -112,10 +110,6 @@ class Engine:
                     idx = ChunkIndex.decode(buf, self.codec, raw, where)
                 self._indexes[name] = idx
         return idx
-
-    def forget_indexes(self) -> None:
-        with self.lock:
-            self._indexes.clear()
 
     # ------------------------------------------------------------------ frames
     def _fetch_jobs(self, idx: ChunkIndex, frames: np.ndarray) -> list[tuple[Any, ...]]:
@@ -667,7 +661,7 @@ class Engine:
         views: dict[str, tuple[list[Any], list[Any]]] = {}
         for i, m in enumerate(metas):
             if m.is_string:
-                out[i] = self.instance_stats(name, phys, m, idx)
+                out[i] = self.string_stats(name, phys, m, idx)
                 continue
             mn = mx = None
             if single[i]:
@@ -687,36 +681,27 @@ class Engine:
             out[i] = {"null_count": m.row_count - nn[i], "min": mn, "max": mx}
         return out
 
-    def instance_stats(self, name: str, phys: Physical | None, m: ArrayMeta, idx: ChunkIndex) -> dict[str, Any]:
-        """``null_count`` / ``min`` / ``max`` of one array instance (numeric: from the index columns)."""
+    def string_stats(self, name: str, phys: Physical | None, m: ArrayMeta, idx: ChunkIndex) -> dict[str, Any]:
+        """``null_count`` / ``min`` / ``max`` of one string instance (its chunks are read back)."""
         rows = idx.rows_of(m.aid)
-        if m.is_string:
-            with self.lock:
-                cids = set(idx.chunks["cid"][rows].tolist()) | {c for (a, c) in self.pending.get(name, {}) if a == m.aid}
-            order = np.asarray(sorted(cids), np.int64)
-            valid = K.valid_shapes(m.kshape, m.kchunk, order) if order.size else None
-            lo = hi = None
-            for j, cid in enumerate(order.tolist()):
-                arr, mk = self.load_chunk(name, phys, m, cid)
-                if arr is None:
-                    continue
-                vsl = tuple(slice(0, int(v)) for v in valid[j])  # type: ignore[index]
-                vals = (arr[vsl] if mk is None else arr[vsl][mk[vsl]]).ravel().tolist()
-                if m.fill is not None:
-                    vals = [x for x in vals if x != m.fill]
-                if vals:
-                    a_, b_ = min(vals), max(vals)
-                    lo = a_ if lo is None or a_ < lo else lo
-                    hi = b_ if hi is None or b_ > hi else hi
-            return {"null_count": m.row_count - int(idx.chunks["nn"][rows].sum()), "min": lo, "max": hi}
-        nn = int(idx.chunks["nn"][rows].sum())
-        has = idx.chunks["has"][rows].astype(bool)
-        w = wide_dtype(m.sdtype)
-        mn = mx = None
-        if has.any():
-            mn = _scalar_python(idx.chunks["mn"][rows][has].view(w).min())
-            mx = _scalar_python(idx.chunks["mx"][rows][has].view(w).max())
-        return {"null_count": m.row_count - nn, "min": mn, "max": mx}
+        with self.lock:
+            cids = set(idx.chunks["cid"][rows].tolist()) | {c for (a, c) in self.pending.get(name, {}) if a == m.aid}
+        order = np.asarray(sorted(cids), np.int64)
+        valid = K.valid_shapes(m.kshape, m.kchunk, order) if order.size else None
+        lo = hi = None
+        for j, cid in enumerate(order.tolist()):
+            arr, mk = self.load_chunk(name, phys, m, cid)
+            if arr is None:
+                continue
+            vsl = tuple(slice(0, int(v)) for v in valid[j])  # type: ignore[index]
+            vals = (arr[vsl] if mk is None else arr[vsl][mk[vsl]]).ravel().tolist()
+            if m.fill is not None:
+                vals = [x for x in vals if x != m.fill]
+            if vals:
+                a_, b_ = min(vals), max(vals)
+                lo = a_ if lo is None or a_ < lo else lo
+                hi = b_ if hi is None or b_ > hi else hi
+        return {"null_count": m.row_count - int(idx.chunks["nn"][rows].sum()), "min": lo, "max": hi}
 
     def flush(self, meta: StoreMeta, dirty: dict[int, tuple[str, ArrayMeta]], dead: set[int], commit: Callable[[], None]) -> None:
         """Write one segment per touched array name, then commit the metadata (via ``commit``).

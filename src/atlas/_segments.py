@@ -110,9 +110,3 @@ class ChunkIndex:
             cols = {k: v[last] for k, v in cols.items()}
         fr = {k: np.concatenate([self.frames[k], frames[k].astype(t, copy=False)]) for k, t in FRAME_COLUMNS.items()}
         return ChunkIndex(self.segments + [new_segment], fr, cols, self.uid)
-
-    def live_segments(self) -> set[int]:
-        """Segment numbers still referenced by some chunk."""
-        if not len(self):
-            return set()
-        return set(np.unique(self.frames["seg"][np.unique(self.chunks["frame"])]).tolist())

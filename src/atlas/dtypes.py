@@ -195,7 +195,6 @@ def _object_strings(data: np.ndarray, array: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- attributes
-ATTR_TYPES = ("bool", "int64", "float64", "string", TIMESTAMP)
 _ATTR_INT_OVERRIDES = {k: v for k, v in NUMERIC.items() if v.kind in "iu"}
 
 

@@ -199,25 +199,23 @@ def to_xarray(store: "Atlas", name: str, chunks: Any = "auto") -> xr.Dataset:
     """
     view = store.open_dataset(name)
 
-    def make(v: str, am: dict[str, Any], orig: Optional[str]) -> tuple[Any, bool]:
+    def make(v: str, am: dict[str, Any], orig: Optional[str], enc: Optional[str]) -> tuple[Any, bool]:
         lazy = chunks is not None and list(am["chunk_shape"]) != list(am["shape"]) and len(am["shape"]) > 0
         if lazy:
             from ._dask import lazy_array
 
-            return lazy_array(store, name, v, orig, _enc(view, v)), True
+            return lazy_array(store, name, v, orig, enc), True
         data = view.read_array(v)
-        return (M.from_storage_values(data, orig, _enc(view, v)) if orig else data), False
+        return (M.from_storage_values(data, orig, enc) if orig else data), False
 
     return build_dataset(view, make)
 
 
-def _enc(view: Any, v: str) -> Optional[str]:
-    _, _, meta = _layout(view)
-    return meta.get("vars", {}).get(v, {}).get("enc")
-
-
 def build_dataset(view: Any, make: Any, drop: Sequence[str] = ()) -> xr.Dataset:
-    """Assemble an ``xr.Dataset`` from a dataset view; ``make(var, array_meta, orig_dtype)`` gives each variable's data."""
+    """Assemble an ``xr.Dataset`` from a dataset view.
+
+    ``make(var, array_meta, orig_dtype, byte_encoding)`` gives each variable's data.
+    """
     order, coords, meta = _layout(view)
     ds_attrs, var_attrs = _attrs_for(view, meta, order)
     variables = {}
@@ -229,7 +227,7 @@ def build_dataset(view: Any, make: Any, drop: Sequence[str] = ()) -> xr.Dataset:
             continue
         vm = meta.get("vars", {}).get(v, {})
         orig = vm.get("dtype")
-        data, lazy = make(v, am, orig)
+        data, lazy = make(v, am, orig, vm.get("enc"))
         attrs = dict(var_attrs.get(v, {}))
         fill = view.array_fill_value(v)
         encoding: dict[str, Any] = {}
@@ -300,7 +298,7 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
         if v in coords:
             data = first.read_array(v)
             if orig:
-                data = M.from_storage_values(data, orig, _enc(first, v))
+                data = M.from_storage_values(data, orig, meta.get("vars", {}).get(v, {}).get("enc"))
             coord_vars[v] = xr.Variable(am["dimension_names"], data, var_attrs.get(v, {}))
             continue
         orig, enc = common(v)

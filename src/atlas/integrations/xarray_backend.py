@@ -16,20 +16,21 @@ from xarray.core import indexing
 class AtlasBackendArray(BackendArray):
     """Lazy view of one stored array; picklable (holds the store, which pickles as its location)."""
 
-    def __init__(self, store: Any, dataset: str, array: str, shape: tuple[int, ...], dtype: np.dtype, orig: Optional[str]) -> None:
+    def __init__(self, store: Any, dataset: str, array: str, shape: tuple[int, ...], dtype: np.dtype, orig: Optional[str],
+                 enc: Optional[str] = None) -> None:
         self.store = store
         self.dataset = dataset
         self.array = array
         self.shape = shape
         self.dtype = dtype
         self.orig = orig
+        self.enc = enc
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._raw)
 
     def _raw(self, key: tuple[Any, ...]) -> np.ndarray:
         from ._mapping import from_storage_values
-        from ._xarray import _enc
 
         start, count, post, squeeze = [], [], [], []
         for k, n in zip(key, self.shape):
@@ -54,7 +55,7 @@ class AtlasBackendArray(BackendArray):
         axes = tuple(i for i, s in enumerate(squeeze) if s)
         if axes:
             data = data.squeeze(axis=axes)
-        return from_storage_values(data, self.orig, _enc(self.store.open_dataset(self.dataset), self.array)) if self.orig else data
+        return from_storage_values(data, self.orig, self.enc) if self.orig else data
 
 
 class AtlasBackendEntrypoint(BackendEntrypoint):
@@ -78,11 +79,11 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
             group = names[0]
         view = store.open_dataset(group)
 
-        def make(v: str, am: dict[str, Any], orig: Optional[str]) -> tuple[Any, bool]:
+        def make(v: str, am: dict[str, Any], orig: Optional[str], enc: Optional[str]) -> tuple[Any, bool]:
             from .. import dtypes as D
 
             dt = np.dtype(orig) if orig else D.user_dtype(am["dtype"])
-            arr = AtlasBackendArray(store, group, v, tuple(am["shape"]), dt, orig)
+            arr = AtlasBackendArray(store, group, v, tuple(am["shape"]), dt, orig, enc)
             return indexing.LazilyIndexedArray(arr), False
 
         ds = build_dataset(view, make, drop=tuple(drop_variables or ()))
