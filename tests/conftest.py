@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 from hypothesis import settings
+
+with warnings.catch_warnings():
+    # Hypothesis imports libcst (which imports mypy_extensions) to print a patch for a failing
+    # example; under filterwarnings=error that import's DeprecationWarning would turn a plain
+    # test failure into an INTERNALERROR. Import it once, quietly, before any test runs.
+    warnings.simplefilter("ignore")
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except ImportError:  # pragma: no cover
+        pass
 
 # Hypothesis: a CI-sized profile, loaded by default (HYPOTHESIS_PROFILE picks another registered one).
 settings.register_profile("ci", max_examples=25, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-def pytest_configure(config):
-    # hypothesis' failure report imports mypy_extensions, whose DeprecationWarning would turn a
-    # plain test failure into an INTERNALERROR under filterwarnings = error
-    config.addinivalue_line("filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
 
 
 # ``slow`` tests (e.g. the 300-kill crash loop) run only with --runslow; otherwise reported as skipped.

@@ -7,17 +7,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import warnings
 
-with warnings.catch_warnings():
-    # Hypothesis imports libcst to print a patch for a failing example; under
-    # filterwarnings=error a DeprecationWarning raised by that import would turn a plain test
-    # failure into a pytest INTERNALERROR. Import it once here, quietly.
-    warnings.simplefilter("ignore")
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:  # pragma: no cover
-        pass
 
 import numpy as np
 import pytest

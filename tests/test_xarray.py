@@ -12,17 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import warnings
 
-with warnings.catch_warnings():
-    # Hypothesis imports libcst to print a patch for a failing example; under
-    # filterwarnings=error a DeprecationWarning from that import would turn a plain test
-    # failure into a pytest INTERNALERROR. Import it once here, quietly.
-    warnings.simplefilter("ignore")
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:  # pragma: no cover
-        pass
 
 import dask
 import dask.array as da
