@@ -19,6 +19,7 @@ import xarray as xr
 
 import atlas
 from atlas import cli
+from atlas.integrations import _ingest
 from atlas._versions import show_versions
 
 NAN = float("nan")
@@ -347,12 +348,6 @@ def test_verify_reports_problems(capsys, store_path, monkeypatch):
     assert "2 problem(s) found" in err
 
 
-def test_verify_without_verify_method(capsys, store_path, monkeypatch):
-    monkeypatch.delattr(atlas.Atlas, "verify", raising=False)
-    code, _, err = run(capsys, "verify", store_path)
-    assert code == 1 and "cannot verify" in one_error_line(err)
-
-
 # ------------------------------------------------------------------------------- ingest
 def write_nc(path, i):
     """A small NetCDF-4 file: CF times, packed ints with _FillValue, floats, vlen strings, attributes."""
@@ -499,13 +494,13 @@ def test_ingest_refused_dataset_is_reported(capsys, tmp_path, nc_dir):
 
 def test_ingest_reads_in_worker_threads(capsys, tmp_path, nc_dir, monkeypatch):
     seen = []
-    real = cli._load
+    real = _ingest.load
 
     def spy(path, engine):
         seen.append(threading.current_thread().name)
         return real(path, engine)
 
-    monkeypatch.setattr(cli, "_load", spy)
+    monkeypatch.setattr(_ingest, "load", spy)
     code, _, err = run(capsys, "ingest", tmp_path / "s", nc_dir / "*.nc", "--create", "-j", "2")
     assert code == 0, err
     assert len(seen) == 5 and all(n.startswith("atlas-ingest") for n in seen), seen

@@ -14,7 +14,7 @@ from ._executor import num_threads, set_num_threads
 from ._version import __version__
 from ._versions import show_versions
 from .dataset import DatasetView
-from .errors import AtlasError, ConcurrentWriteError, CorruptStoreError, StaleStoreError, StoreFormatError
+from .errors import AtlasError, ConcurrentWriteError, CorruptStoreError, IngestError, StaleStoreError, StoreFormatError
 from .store import Atlas
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -63,6 +63,7 @@ __all__ = [
     "AtlasError",
     "ConcurrentWriteError",
     "CorruptStoreError",
+    "IngestError",
     "StaleStoreError",
     "StoreFormatError",
     "num_threads",

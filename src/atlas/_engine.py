@@ -18,7 +18,7 @@ import numpy as np
 from . import _executor, codecs
 from ._chunks import Pending, PendingStore, decode_strings, encode_strings, strings_nbytes
 from ._meta import ArrayMeta, Physical, StoreMeta
-from ._segments import CHUNK_COLUMNS, FRAME_COLUMNS, ChunkIndex
+from ._segments import CHUNK_COLUMNS, ChunkIndex
 from .errors import CorruptStoreError
 from .storage import Storage
 
@@ -196,19 +196,22 @@ class Engine:
         return codecs.decompress(self.codec, data, p.nbytes) if p.compressed else data
 
     # ------------------------------------------------------------------ reads
-    def read(self, name: str, phys: Physical | None, metas: Sequence[ArrayMeta], start: Sequence[int], count: Sequence[int]) -> np.ndarray:
+    def read(self, name: str, phys: Physical | None, metas: Sequence[ArrayMeta], start: Sequence[int], count: Sequence[int],
+             out: np.ndarray | None = None) -> np.ndarray:
         """Read the same box of array ``name`` from every instance in ``metas`` into one ``(N, *count)`` array.
 
         Instances may differ in shape and chunking (the box must fit each) but share a dtype.
-        Returns storage-typed data (int64 for timestamps).
+        Returns storage-typed data (int64 for timestamps), in ``out`` when given (C-contiguous,
+        shape ``(N, *count)``, the storage dtype).
         """
         n = len(metas)
         m0 = metas[0]
-        if n == 1 and m0.single_chunk and not m0.is_string:
+        if out is None and n == 1 and m0.single_chunk and not m0.is_string:
             return self._read_single_chunk(name, phys, m0, start, count)[None]
         kstart, kcount = _pad(start), _pad_count(count)
         sd = m0.sdtype
-        out = np.empty((n,) + tuple(kcount.tolist()), sd)
+        kshape = (n,) + tuple(kcount.tolist())
+        out = np.empty(kshape, sd) if out is None else out.reshape(kshape)
         idx = self.index(name, phys)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, m in enumerate(metas):
@@ -783,8 +786,11 @@ class Engine:
         return problems
 
     # ------------------------------------------------------------------ compact
-    def compact(self, meta: StoreMeta, commit: Callable[[], None]) -> int:
-        """Rewrite every array name's live chunks into one fresh segment; returns bytes freed."""
+    def compact(self, meta: StoreMeta, commit: Callable[[], None], tick: Callable[[], None] = lambda: None) -> int:
+        """Rewrite every array name's live chunks into one fresh segment; returns bytes freed.
+
+        ``tick()`` is called after each array name is rewritten (progress reporting).
+        """
         with self.lock:
             live = _live_aids(meta)
             gen = meta.generation + 1
@@ -797,11 +803,12 @@ class Engine:
                 rows = np.flatnonzero(np.isin(idx.chunks["aid"], la))
                 if rows.size == 0:
                     new_idx[name], new_loc[name] = ChunkIndex(), None
-                    continue
-                items = self._reload(idx, rows)
-                path, frames, res = self._segment(phys, gen, token, ChunkIndex(), items, np.empty(0, np.int64), lambda p: p.data)
-                self.storage.write(path, frames)
-                new_idx[name], new_loc[name] = res["index"], res["loc"]
+                else:
+                    items = self._reload(idx, rows)
+                    path, frames, res = self._segment(phys, gen, token, ChunkIndex(), items, np.empty(0, np.int64), lambda p: p.data)
+                    self.storage.write(path, frames)
+                    new_idx[name], new_loc[name] = res["index"], res["loc"]
+                tick()
             self.storage.barrier()
             before = self.storage.list("arrays")
             size_before = self.storage.size_of(before)

@@ -19,26 +19,19 @@ be called from Python and tests.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import glob
-import inspect
 import json
 import logging
-import math
 import os
 import sys
-import threading
 import time
 import traceback
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ._version import __version__
 from .errors import AtlasError
 
 log = logging.getLogger(__name__)
-_progress_log = logging.getLogger(__name__ + ".progress")
+_progress_log = logging.getLogger("atlas.progress")
 
 #: exceptions reported as one line (anything else is a bug: reported with its traceback)
 _USER_ERRORS = (OSError, KeyError, ValueError, TypeError, AtlasError)
@@ -137,51 +130,6 @@ def _store_sizes(store: Any) -> tuple[int, dict[str, tuple[int, int]]]:
         mine = [f for f in files if f.startswith(prefix)]
         per[name] = (storage.size_of(mine) if mine else 0, len(mine))
     return total, per
-
-
-def _supports(fn: Callable[..., Any], param: str) -> bool:
-    try:
-        return param in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-# ---------------------------------------------------------------------------------- progress
-class _Progress:
-    """Counts finished items: a tqdm bar when tqdm is installed, else an INFO log line every N items.
-
-    Updated from the submitting thread only (as futures complete), never from workers.
-    """
-
-    def __init__(self, total: int, enabled: bool, desc: str, unit: str = "file") -> None:
-        self.total = total
-        self.n = 0
-        self.desc = desc
-        self.unit = unit
-        self._bar: Any = None
-        self._every = 0
-        self._t0 = time.perf_counter()
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
-        except ImportError:
-            self._every = max(1, math.ceil(total / 10))
-            return
-        self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, k: int = 1) -> None:
-        self.n += k
-        if self._bar is not None:
-            self._bar.update(k)
-        elif self._every and (self.n % self._every == 0 or self.n == self.total):
-            _progress_log.info("%s: %d/%d %ss (%.1f s)", self.desc, self.n, self.total, self.unit,
-                               time.perf_counter() - self._t0)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 class _StderrHandler(logging.Handler):
@@ -311,57 +259,6 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _expand(patterns: Sequence[str]) -> list[str]:
-    """Files matching any pattern (``**`` recurses), in pattern order, each pattern sorted."""
-    seen: dict[str, None] = {}
-    for pat in patterns:
-        hits = sorted(glob.glob(os.path.expanduser(pat), recursive=True))
-        for p in hits:
-            if os.path.isfile(p):
-                seen.setdefault(p, None)
-    return list(seen)
-
-
-def _dataset_name(path: str, how: str) -> str:
-    base = os.path.basename(path)
-    if how == "name":
-        return base
-    if how == "stem":
-        stem, _ = os.path.splitext(base)
-        return stem
-    raise ValueError(f"unknown --name-from {how!r}")
-
-
-#: netCDF-C and HDF5 are not thread-safe and xarray does not lock all of their calls
-#: (pydata/xarray#9779, #7079; Unidata/netcdf4-python#844): concurrent opens segfault. Files
-#: of any engine not known to be thread-safe are therefore opened and loaded one at a time;
-#: reading the next file still overlaps the compression of the previous ones.
-_SERIAL_OPEN = threading.Lock()
-_THREAD_SAFE_ENGINES = frozenset({"scipy", "zarr", "atlas"})
-
-
-def _engine_for(path: str, engine: Optional[str]) -> Optional[str]:
-    if engine:
-        return engine
-    try:
-        from xarray.backends.plugins import guess_engine
-
-        guessed = guess_engine(path)
-    except Exception:  # noqa: BLE001 - open_dataset will report the real problem
-        return None
-    return guessed if isinstance(guessed, str) else None
-
-
-def _load(path: str, engine: Optional[str]) -> Any:
-    """Open ``path`` with xarray, load it into memory and close the file (in a worker thread)."""
-    import xarray as xr
-
-    safe = _engine_for(path, engine) in _THREAD_SAFE_ENGINES
-    with contextlib.nullcontext() if safe else _SERIAL_OPEN:
-        with xr.open_dataset(path, engine=engine) as ds:
-            return ds.load()
-
-
 def _open_for_ingest(args: argparse.Namespace) -> Any:
     from . import _metaio, codecs
     from .store import Atlas
@@ -384,62 +281,13 @@ def _open_for_ingest(args: argparse.Namespace) -> Any:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from ._meta import validate_name
+    from .integrations import _ingest
 
-    paths = _expand(args.files)
-    if not paths:
-        raise FileNotFoundError(f"no files match {' '.join(repr(p) for p in args.files)}")
-    names = [_dataset_name(p, args.name_from) for p in paths]
-    first: dict[str, str] = {}
-    for p, n in zip(paths, names):
-        validate_name(n, "dataset")
-        if n in first:
-            raise ValueError(f"{first[n]!r} and {p!r} both map to dataset name {n!r} (--name-from {args.name_from})")
-        first[n] = p
+    paths, _ = _ingest.plan(args.files, args.name_from)  # refuse bad files/names before creating a store
     store = _open_for_ingest(args)
-    taken = [n for n in names if store.dataset_exists(n)]
-    if taken:
-        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
-        raise FileExistsError(f"the store already has dataset(s) {', '.join(map(repr, taken[:3]))}{more}; "
-                              "nothing was ingested")
-    jobs = args.jobs or min(8, os.cpu_count() or 1)
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    log.info("ingesting %d files into %s with %d reader threads", len(paths), store._storage.location, jobs)
     t0 = time.perf_counter()
-    bar = _Progress(len(paths), show, "ingest")
-    todo = iter(zip(paths, names))
-    window: deque[tuple[str, str, Future[Any]]] = deque()
-    try:
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="atlas-ingest") as ex:
-
-            def submit() -> None:
-                nxt = next(todo, None)
-                if nxt is not None:
-                    window.append((nxt[0], nxt[1], ex.submit(_load, nxt[0], args.engine)))
-
-            try:
-                for _ in range(2 * jobs):  # bounded read-ahead: memory stays ~2*jobs files
-                    submit()
-                while window:
-                    path, name, fut = window.popleft()
-                    try:
-                        ds = fut.result()
-                    except Exception as e:
-                        raise CliError(f"cannot open {path!r}: {_message(e)}; nothing was ingested") from e
-                    submit()
-                    try:
-                        store.add_xr_dataset(ds, name)
-                    except Exception as e:
-                        raise CliError(f"cannot ingest {path!r} as dataset {name!r}: {_message(e)}; "
-                                       "nothing was ingested") from e
-                    log.debug("added %s as %r", path, name)
-                    bar.update()
-            except BaseException:
-                for _, _, f in window:
-                    f.cancel()
-                raise
-    finally:
-        bar.close()
+    store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show)
     store.flush()
     dt = time.perf_counter() - t0
     print(f"ingested {len(paths)} files into {store._storage.location} "
@@ -451,11 +299,8 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     store = _open(args.store)
     before, _ = _store_sizes(store)
     t0 = time.perf_counter()
-    if _supports(store.compact, "progress"):
-        show = sys.stderr.isatty() if args.progress is None else args.progress
-        store.compact(progress=show)
-    else:
-        store.compact()
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    store.compact(progress=show)
     after, _ = _store_sizes(store)
     print(f"compacted {store._storage.location}: {_fmt_bytes(before)} -> {_fmt_bytes(after)} "
           f"({before - after} bytes freed) in {time.perf_counter() - t0:.2f} s")
@@ -464,10 +309,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     store = _open(args.store)
-    verify = getattr(store, "verify", None)
-    if verify is None:
-        raise CliError(f"this version of atlas ({__version__}) cannot verify stores (Atlas.verify is missing)")
-    problems = list(verify())
+    problems = store.verify()
     if problems:
         for p in problems:
             print(p)

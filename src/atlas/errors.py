@@ -26,3 +26,7 @@ class ConcurrentWriteError(AtlasError, RuntimeError):
 
 class StaleStoreError(AtlasError, RuntimeError):
     """A pickled store handle refers to a store that was since deleted and created again."""
+
+
+class IngestError(AtlasError, ValueError):
+    """A file could not be opened or stored by :meth:`atlas.Atlas.ingest`; nothing of that call was kept."""

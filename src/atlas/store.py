@@ -12,6 +12,7 @@ from . import codecs
 from . import _metaio
 from ._box import read_box
 from ._engine import Engine
+from ._progress import Progress, ProgressArg, check as check_progress
 from .errors import StaleStoreError
 from ._meta import META_PATH, ArrayMeta, DatasetMeta, StoreMeta, validate_name
 from .dataset import DatasetView, to_user
@@ -111,14 +112,17 @@ class Atlas:
         """Flush (the spec's alias); the store stays usable afterwards."""
         self.flush()
 
-    def compact(self) -> None:
+    def compact(self, progress: ProgressArg = False) -> None:
         """Flush, then rewrite each array name's live chunks into one segment and delete the rest.
 
         Reclaims the space of deleted datasets/arrays and overwritten chunks; reads are unchanged.
+        ``progress`` (False, True for a bar or log lines, or ``fn(done, total)``) counts the array names rewritten.
         """
+        check_progress(progress)
         with self._engine.lock:
             self.flush()
-            freed = self._engine.compact(self._meta, self._commit)
+            with Progress(progress, len(self._meta.physical), "compact", "array") as bar:
+                freed = self._engine.compact(self._meta, self._commit, bar.update)
         log.info("compacted %s: %d bytes freed", self._storage.location, freed)
 
     def verify(self) -> list[str]:
@@ -171,17 +175,34 @@ class Atlas:
         return to_xarray(self, name, chunks)
 
     def to_xarray_many(self, names: Sequence[str], concat_dim: str = "dataset", parallel: bool = True,
-                       chunks: Any = None) -> Any:
+                       chunks: Any = None, progress: ProgressArg = False) -> Any:
         """Many datasets of one schema as one ``xarray.Dataset`` with a leading ``concat_dim``.
 
         Each data variable is read with one stacked read (``(N, ...)``); coordinates and
         dataset attributes come from the first dataset; the ``concat_dim`` coordinate holds
         the dataset names. ``chunks="auto"`` returns dask-backed variables instead.
         ``parallel`` is accepted for compatibility: reads always use the shared pool.
+        ``progress`` counts the variables read (eager reads only).
         """
         from .integrations._xarray import to_xarray_many
 
-        return to_xarray_many(self, names, concat_dim, parallel, chunks)
+        return to_xarray_many(self, names, concat_dim, parallel, chunks, progress)
+
+    def ingest(self, files: Sequence[str], name_from: str = "stem", engine: Optional[str] = None,
+               jobs: Optional[int] = None, progress: ProgressArg = False) -> list[str]:
+        """Add every file matching ``files`` (paths or glob patterns, ``**`` recurses) as one dataset.
+
+        Files are opened with xarray (any format it reads; ``engine`` as in
+        ``xarray.open_dataset``) on ``jobs`` threads (default ``min(8, cores)``; NetCDF/HDF5
+        files one at a time, their C libraries not being thread-safe) and added in file order
+        with :meth:`add_xr_dataset`, named after the file (``name_from="stem"`` drops the
+        extension, ``"name"`` keeps it). Never flushes. All or nothing: if a file cannot be
+        opened or stored, the datasets this call added are removed again and ``IngestError``
+        (a ``ValueError``) is raised. ``progress`` counts the files. Returns the names added.
+        """
+        from .integrations._ingest import ingest
+
+        return ingest(self, files, name_from, engine, jobs, progress)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -260,9 +281,26 @@ class Atlas:
             out.append(ds.arrays.get(array))
         return out
 
+    def _read_into(self, array: str, metas: list[ArrayMeta], start: Any, count: Any, bar: Progress) -> np.ndarray:
+        """One engine read of ``metas``; in steps of about a twentieth when progress is reported."""
+        phys = self._meta.physical.get(array)
+        if not bar.enabled:
+            return self._engine.read(array, phys, metas, start, count)
+        out = np.empty((len(metas),) + tuple(count), metas[0].sdtype)
+        step = max(1, -(-len(metas) // 20))
+        for i in range(0, len(metas), step):
+            part = metas[i:i + step]
+            self._engine.read(array, phys, part, start, count, out[i:i + len(part)])
+            bar.update(len(part))
+        return out
+
     def read_array_across(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
-                          shape: Optional[Sequence[int]] = None) -> list[Optional[np.ndarray]]:
-        """Read the same box of ``array`` from each dataset: a list with None where it is missing."""
+                          shape: Optional[Sequence[int]] = None, progress: ProgressArg = False) -> list[Optional[np.ndarray]]:
+        """Read the same box of ``array`` from each dataset: a list with None where it is missing.
+
+        ``progress`` counts the datasets read.
+        """
+        check_progress(progress)
         metas = self._instances(array, dataset_names)
         result: list[Optional[np.ndarray]] = [None] * len(metas)
         groups: dict[Any, list[int]] = {}
@@ -270,22 +308,24 @@ class Atlas:
             if m is not None:
                 s, c = read_box(m.shape, start, shape, array)
                 groups.setdefault((m.dtype, s, c), []).append(i)
-        phys = self._meta.physical.get(array)
-        for (_, s, c), idxs in groups.items():
-            ms = [metas[i] for i in idxs]
-            out = self._engine.read(array, phys, ms, s, c)  # type: ignore[arg-type]
-            for k, i in enumerate(idxs):
-                result[i] = to_user(ms[k], out[k, ...])  # type: ignore[arg-type]
+        with Progress(progress, len(metas), "read", "dataset") as bar:
+            bar.update(len(metas) - sum(len(v) for v in groups.values()))  # the missing ones
+            for (_, s, c), idxs in groups.items():
+                ms: list[ArrayMeta] = [metas[i] for i in idxs]  # type: ignore[misc]
+                out = self._read_into(array, ms, s, c, bar)
+                for k, i in enumerate(idxs):
+                    result[i] = to_user(ms[k], out[k, ...])
         return result
 
     def read_array_across_stacked(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
-                                  shape: Optional[Sequence[int]] = None) -> np.ndarray:
+                                  shape: Optional[Sequence[int]] = None, progress: ProgressArg = False) -> np.ndarray:
         """Read the same box of ``array`` from every dataset into one ``(N, *shape)`` array.
 
         Every dataset must define the array with one dtype (``TypeError`` otherwise) and the
         box must resolve to one shape in all of them (``ValueError``); a dataset lacking the
-        array raises ``KeyError``.
+        array raises ``KeyError``. ``progress`` counts the datasets read.
         """
+        check_progress(progress)
         metas = self._instances(array, dataset_names)
         m0 = None
         box = None
@@ -307,5 +347,6 @@ class Atlas:
                     f"{dataset_names[0]!r}; pass an explicit start/shape"
                 )
         s, c = box  # type: ignore[misc]
-        out = self._engine.read(array, self._meta.physical.get(array), metas, s, c)  # type: ignore[arg-type]
+        with Progress(progress, len(metas), "read", "dataset") as bar:
+            out = self._read_into(array, metas, s, c, bar)  # type: ignore[arg-type]
         return to_user(m0, out)  # type: ignore[arg-type]

@@ -256,13 +256,17 @@ def _fill_back(fill: Any, orig: Optional[str]) -> Any:
 
 
 def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "dataset", parallel: bool = True,
-                   chunks: Any = None) -> xr.Dataset:
+                   chunks: Any = None, progress: Any = False) -> xr.Dataset:
     """Stack many datasets of one schema: each data variable gets a leading ``concat_dim``.
 
     Coordinates and dataset attributes come from the first dataset; the ``concat_dim``
     coordinate holds the dataset names. ``chunks=None`` reads eagerly with one stacked read
     per variable; ``chunks="auto"`` (or a dict) returns dask-backed variables.
+    ``progress`` counts the data variables done.
     """
+    from .._progress import Progress, check
+
+    check(progress)
     if isinstance(names, str):
         raise TypeError("names must be a sequence of dataset names, not a single str")
     names = list(names)
@@ -290,26 +294,29 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
     ds_attrs, var_attrs = _attrs_for(first, meta, order)
     variables: dict[str, xr.Variable] = {}
     coord_vars: dict[str, xr.Variable] = {}
-    for v in order:
-        am = first.array_meta(v)
-        if am is None:
-            continue
-        orig = meta.get("vars", {}).get(v, {}).get("dtype")
-        if v in coords:
-            data = first.read_array(v)
-            if orig:
-                data = M.from_storage_values(data, orig, meta.get("vars", {}).get(v, {}).get("enc"))
-            coord_vars[v] = xr.Variable(am["dimension_names"], data, var_attrs.get(v, {}))
-            continue
-        orig, enc = common(v)
-        if chunks is not None:
-            from ._dask import lazy_stack
+    data_vars = [v for v in order if v not in coords and first.array_meta(v) is not None]
+    with Progress(progress, len(data_vars), "to_xarray_many", "variable") as bar:
+        for v in order:
+            am = first.array_meta(v)
+            if am is None:
+                continue
+            orig = meta.get("vars", {}).get(v, {}).get("dtype")
+            if v in coords:
+                data = first.read_array(v)
+                if orig:
+                    data = M.from_storage_values(data, orig, meta.get("vars", {}).get(v, {}).get("enc"))
+                coord_vars[v] = xr.Variable(am["dimension_names"], data, var_attrs.get(v, {}))
+                continue
+            orig, enc = common(v)
+            if chunks is not None:
+                from ._dask import lazy_stack
 
-            data = lazy_stack(store, names, v, orig, am, enc)
-        else:
-            data = store.read_array_across_stacked(v, names)
-            if orig:
-                data = M.from_storage_values(data, orig, enc)
-        variables[v] = xr.Variable([concat_dim, *am["dimension_names"]], data, var_attrs.get(v, {}))
+                data = lazy_stack(store, names, v, orig, am, enc)
+            else:
+                data = store.read_array_across_stacked(v, names)
+                if orig:
+                    data = M.from_storage_values(data, orig, enc)
+            variables[v] = xr.Variable([concat_dim, *am["dimension_names"]], data, var_attrs.get(v, {}))
+            bar.update()
     coord_vars[concat_dim] = xr.Variable([concat_dim], np.asarray(names, dtype=object))
     return xr.Dataset(variables, coords=coord_vars, attrs=ds_attrs)
