@@ -59,8 +59,8 @@ class _Kernels:
 K = _Kernels()
 
 
-_WORD = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
-_WIDE = {"f": np.dtype(np.float64), "u": np.dtype(np.uint64), "i": np.dtype(np.int64)}
+_WORD: dict[int, np.dtype[Any]] = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
+_WIDE: dict[str, np.dtype[Any]] = {"f": np.dtype(np.float64), "u": np.dtype(np.uint64), "i": np.dtype(np.int64)}
 
 
 def wide_dtype(sd: np.dtype) -> np.dtype:
@@ -420,7 +420,7 @@ class Engine:
             if nb >= SOLO_FRAME:
                 raw = data.reshape(-1)
                 nn, mn, mx, has = self._chunk_stats(m, raw, m.kchunk.reshape(1, -1))
-                entry = Pending(codecs.compress(self.codec, raw.view(np.uint8)), True, nb, int(nn[0]), int(mn[0]), int(mx[0]), bool(has[0]))
+                entry = Pending(codecs.compress(self.codec, raw.view(np.uint8).data), True, nb, int(nn[0]), int(mn[0]), int(mx[0]), bool(has[0]))
             else:
                 entry = Pending(data.tobytes(), False, nb, -1, 0, 0, False)
             with self.lock:
@@ -615,7 +615,7 @@ class Engine:
                     pos += len(b)
                     yield b
                 g0 = g1
-            fr = {"off": off, "clen": clen, "rlen": np.asarray(rlens, np.int64), "crc": crc}
+            fr: dict[str, np.ndarray] = {"off": off, "clen": clen, "rlen": np.asarray(rlens, np.int64), "crc": crc}
             new = base.merged(path, fr, cols, dead)
             footer, rawlen = new.encode(self.codec)
             result["index"] = new
@@ -626,7 +626,7 @@ class Engine:
 
     def _deferred_stats(self, metas: dict[int, ArrayMeta]) -> None:
         """Compute the chunk stats left for the flush, one kernel call per layout (dtype, chunk, fill)."""
-        groups: dict[Any, list[Pending]] = {}
+        groups: dict[Any, tuple[ArrayMeta, list[Pending]]] = {}
         for pend in self.pending.values():
             for (aid, _), p in pend.items():
                 if p.nn < 0:
@@ -635,10 +635,9 @@ class Engine:
                         lay = m.layout
                         g = groups.get(lay)
                         if g is None:
-                            g = groups[lay] = [m]
-                        g.append(p)
-        for g in groups.values():
-            m, ps = g[0], g[1:]
+                            g = groups[lay] = (m, [])
+                        g[1].append(p)
+        for m, ps in groups.values():
             buf = np.frombuffer(b"".join([self.pending.payload(p) for p in ps]), m.sdtype)
             nn, mn, mx, has = self._chunk_stats(m, buf, np.tile(m.kchunk, (len(ps), 1)))
             for p, a, b, c, d in zip(ps, nn.tolist(), mn.tolist(), mx.tolist(), has.tolist()):
@@ -805,7 +804,7 @@ class Engine:
                     new_idx[name], new_loc[name] = ChunkIndex(), None
                 else:
                     items = self._reload(idx, rows)
-                    path, frames, res = self._segment(phys, gen, token, ChunkIndex(), items, np.empty(0, np.int64), lambda p: p.data)
+                    path, frames, res = self._segment(phys, gen, token, ChunkIndex(), items, np.empty(0, np.int64), self.pending.payload)
                     self.storage.write(path, frames)
                     new_idx[name], new_loc[name] = res["index"], res["loc"]
                 tick()

@@ -239,7 +239,7 @@ class Datasets(dict):  # type: ignore[type-arg]
     def __getitem__(self, name: str) -> DatasetMeta:
         return self._load(name, dict.__getitem__(self, name))
 
-    def get(self, name: Any, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: Any, default: Any = None) -> Any:
         v = dict.get(self, name, _MISSING)
         return default if v is _MISSING else self._load(name, v)
 
@@ -249,7 +249,7 @@ class Datasets(dict):  # type: ignore[type-arg]
     def items(self) -> list[tuple[str, DatasetMeta]]:  # type: ignore[override]
         return [(k, self._load(k, v)) for k, v in dict.items(self)]
 
-    def pop(self, name: Any, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, name: Any, *default: Any) -> Any:
         v = dict.pop(self, name, *default)
         return v if v is None or (default and v is default[0]) else self._decode(name, v)
 

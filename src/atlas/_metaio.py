@@ -54,7 +54,7 @@ def encode(obj: dict[str, Any], fmt: str, compression: str) -> bytes:
     return header + payload
 
 
-def decode(data: bytes, where: str) -> tuple[dict[str, Any], str, str]:
+def decode(data: bytes | bytearray | memoryview, where: str) -> tuple[dict[str, Any], str, str]:
     """Parse a metadata file; returns ``(dict, format, compression)``."""
     if len(data) < _HEADER.size:
         raise CorruptStoreError(f"{where}: metadata file truncated ({len(data)} bytes)")

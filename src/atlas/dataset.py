@@ -32,6 +32,7 @@ class DatasetView:
     __slots__ = ("_atlas", "_name")
 
     def __init__(self, atlas: "Atlas", name: str) -> None:
+        """Internal: use :meth:`Atlas.create_dataset` or :meth:`Atlas.open_dataset`."""
         self._atlas = atlas
         self._name = name
 
@@ -55,6 +56,7 @@ class DatasetView:
         return m
 
     def __repr__(self) -> str:
+        """The dataset name and its arrays (or that it was deleted)."""
         ds = self._atlas._meta.datasets.get(self._name)
         if ds is None:
             return f"DatasetView(name={self._name!r}, deleted)"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-NUMERIC = {
+NUMERIC: dict[str, np.dtype[Any]] = {
     "int8": np.dtype(np.int8),
     "int16": np.dtype(np.int16),
     "int32": np.dtype(np.int32),
@@ -105,7 +105,7 @@ def coerce_fill(name: str, value: Any, array: str = "") -> Any:
         raise TypeError(f"fill_value{where} must be a str for dtype 'string', got {type(value).__name__}: {value!r}")
     if name == TIMESTAMP:
         if isinstance(value, (np.datetime64, _dt.datetime)):
-            v = np.datetime64(value, "ns")
+            v = np.datetime64(value, "ns")  # type: ignore[call-overload]  # a datetime or datetime64
             return int(v.astype(np.int64))
         if not _is_int(value):
             raise TypeError(

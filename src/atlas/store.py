@@ -45,6 +45,7 @@ class Atlas:
     """
 
     def __init__(self, storage: Storage, meta: StoreMeta, meta_format: str, meta_compression: str) -> None:
+        """Internal: use :meth:`Atlas.create` or :meth:`Atlas.open`."""
         self._storage = storage
         self._meta = meta
         self._meta_format = meta_format
@@ -135,14 +136,16 @@ class Atlas:
             return self._engine.verify(self._meta)
 
     def __enter__(self) -> "Atlas":
+        """The store itself; leaving the block calls :meth:`close` (one flush)."""
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        # close() also when the block raised: what was done before the error is persisted,
-        # and the original exception propagates.
+        """:meth:`close`, also when the block raised: what was done before the error is
+        persisted, and the exception propagates."""
         self.close()
 
     def __repr__(self) -> str:
+        """Location, counts, codec and metadata format, e.g. for a notebook cell."""
         m = self._meta
         return (f"Atlas({self._storage.location!r}, datasets={len(m.datasets)}, arrays={len(self.list_arrays())}, "
                 f"codec={m.codec!r}, meta_format={self._meta_format!r}, meta_compression={self._meta_compression!r}, "
@@ -212,10 +215,12 @@ class Atlas:
 
     @property
     def meta_format(self) -> str:
+        """The metadata format of this store: ``"json"`` or ``"msgpack"``."""
         return self._meta_format
 
     @property
     def meta_compression(self) -> str:
+        """The metadata compression of this store: ``"none"``, ``"zstd"`` or ``"lz4"``."""
         return self._meta_compression
 
     # ------------------------------------------------------------------ datasets

@@ -15,6 +15,6 @@ from numba import njit
 CACHE = os.environ.get("ATLAS_NUMBA_CACHE", "1") not in ("0", "false", "no")
 
 
-def kernel(fn):  # type: ignore[no-untyped-def]
+def kernel(fn):
     """Decorate a kernel with atlas's one numba policy."""
     return njit(nogil=True, cache=CACHE)(fn)

@@ -8,7 +8,7 @@ graphs run under the threaded scheduler and under ``dask.distributed`` worker pr
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, cast
 
 import dask.array as da
 import numpy as np
@@ -39,7 +39,7 @@ def _user_dtype(am: dict[str, Any], orig: Optional[str]) -> np.dtype:
 
 def _read_block(store: "Atlas", ds: str, var: str, start: list[int], shape: list[int], orig: Optional[str],
                 enc: Optional[str] = None) -> np.ndarray:
-    data = store.open_dataset(ds).read_array(var, start, shape)
+    data = cast(np.ndarray, store.open_dataset(ds).read_array(var, start, shape))  # the graph was built from it
     return M.from_storage_values(data, orig, enc) if orig else data
 
 
@@ -62,7 +62,7 @@ def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Opti
     for idx in itertools.product(*[range(len(c)) for c in chunks]):
         start = [offsets[d][i] for d, i in enumerate(idx)]
         shape = [chunks[d][i] for d, i in enumerate(idx)]
-        dsk[(name, *idx)] = (_read_block, store, ds, var, start, shape, orig, enc)
+        dsk[(name,) + tuple(idx)] = (_read_block, store, ds, var, start, shape, orig, enc)
     dt = _user_dtype(am, orig)
     return da.Array(dsk, name, chunks, meta=np.empty((0,) * len(chunks), dt))
 
@@ -81,6 +81,6 @@ def lazy_stack(store: "Atlas", names: list[str], var: str, orig: Optional[str], 
         block_names = names[i0:i0 + chunks[0][idx[0]]]
         start = [offsets[d][i] for d, i in enumerate(idx)][1:]
         shape = [chunks[d][i] for d, i in enumerate(idx)][1:]
-        dsk[(name, *idx)] = (_read_stack, store, block_names, var, start, shape, orig, enc)
+        dsk[(name,) + tuple(idx)] = (_read_stack, store, block_names, var, start, shape, orig, enc)
     dt = _user_dtype(am, orig)
     return da.Array(dsk, name, chunks, meta=np.empty((0,) * len(chunks), dt))

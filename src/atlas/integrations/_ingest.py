@@ -74,7 +74,7 @@ def load(path: str, engine: Optional[str]) -> Any:
 def plan(files: Sequence[str], name_from: str = "stem") -> tuple[list[str], list[str]]:
     """The files matching ``files`` and their dataset names, checked (no store is touched)."""
     if isinstance(files, (str, os.PathLike)):
-        files = [files]  # type: ignore[list-item]
+        files = [files]
     paths = expand(files)
     if not paths:
         raise FileNotFoundError(f"no files match {' '.join(repr(os.fspath(p)) for p in files)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, cast
 
 import numpy as np
 import xarray as xr
@@ -84,7 +84,7 @@ def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[M
     view = store.create_dataset(name)
     try:
         for vname, var, dtype, conv, fill, chunk, attrs in plan:
-            view.define_array(vname, dtype, list(var.dims), list(var.shape), list(chunk), fill_value=fill)
+            view.define_array(vname, dtype, [str(d) for d in var.dims], list(var.shape), list(chunk), fill_value=fill)
             for key, (_, v, kind) in attrs.items():
                 view._set_attr(key, v)
                 attr_kinds[key] = kind
@@ -133,9 +133,11 @@ def _coerce_fill_for(dtype: str, fill: Any, orig: str, vname: str) -> Any:
     if odt.kind == "b":
         return int(bool(fill))
     if odt.kind == "M":
-        return int(np.datetime64(fill, np.datetime_data(odt)[0]).astype("datetime64[ns]").astype(np.int64)) if not isinstance(fill, int) else fill
+        return int(np.datetime64(fill, np.datetime_data(odt)[0])  # type: ignore[call-overload]
+                   .astype("datetime64[ns]").astype(np.int64)) if not isinstance(fill, int) else fill
     if odt.kind == "m":
-        return int(np.timedelta64(fill, np.datetime_data(odt)[0]).astype("timedelta64[ns]").astype(np.int64)) if not isinstance(fill, int) else fill
+        return int(np.timedelta64(fill, np.datetime_data(odt)[0])  # type: ignore[call-overload]
+                   .astype("timedelta64[ns]").astype(np.int64)) if not isinstance(fill, int) else fill
     if odt.kind in "US":
         return fill.decode() if isinstance(fill, bytes) else str(fill)
     if odt.kind == "f" and isinstance(fill, (int, float)):
@@ -205,7 +207,7 @@ def to_xarray(store: "Atlas", name: str, chunks: Any = "auto") -> xr.Dataset:
             from ._dask import lazy_array
 
             return lazy_array(store, name, v, orig, enc), True
-        data = view.read_array(v)
+        data = cast(np.ndarray, view.read_array(v))  # v is one of the view's arrays
         return (M.from_storage_values(data, orig, enc) if orig else data), False
 
     return build_dataset(view, make)
@@ -301,6 +303,7 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
             if am is None:
                 continue
             orig = meta.get("vars", {}).get(v, {}).get("dtype")
+            data: Any
             if v in coords:
                 data = first.read_array(v)
                 if orig:

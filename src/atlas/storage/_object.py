@@ -52,17 +52,17 @@ class ObjectStorage(Storage):
     def read(self, path: str) -> Buffer:
         res = obstore.get(self.store, path)
         self._etags[path] = res.meta.get("e_tag")
-        return res.bytes()
+        return memoryview(res.bytes())
 
     def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
         if not len(starts):
             return []
         if len(starts) == 1:
-            return [obstore.get_range(self.store, path, start=int(starts[0]), end=int(ends[0]))]
+            return [memoryview(obstore.get_range(self.store, path, start=int(starts[0]), end=int(ends[0])))]
         # atlas already merged ranges closer than its own gap; obstore must not merge the rest
         # (its 1 MiB default would turn a sparse stacked read into one download of the segment)
-        return list(obstore.get_ranges(self.store, path, starts=[int(s) for s in starts], ends=[int(e) for e in ends],
-                                       coalesce=0))
+        return [memoryview(b) for b in obstore.get_ranges(self.store, path, starts=[int(s) for s in starts], ends=[int(e) for e in ends],
+                                       coalesce=0)]
 
     def write(self, path: str, data: Buffer | Iterable[Buffer]) -> None:
         self._check_writable(path)
