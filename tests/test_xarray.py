@@ -1167,3 +1167,57 @@ def test_fixed_width_bytes_that_are_not_utf8_round_trip(tmp_path):
     back = Atlas.open(tmp_path / "s").to_xarray("d")
     xr.testing.assert_identical(ds, back)
     assert back["s"].dtype == ds["s"].dtype
+
+
+# ------------------------------------------------------------------------ chunks= on reads
+def _five_chunked(tmp_path):
+    s = atlas.Atlas.create(tmp_path / "chunks")
+    for k in range(5):
+        ds = xr.Dataset({"t": (("time", "x"), np.arange(48, dtype=np.float32).reshape(12, 4) + k),
+                         "s": ((), np.float64(k))}, coords={"time": np.arange(12)})
+        s.add_xr_dataset(ds, f"d{k}", chunks={"t": [3, 4]})
+    s.flush()
+    return s
+
+
+def test_to_xarray_honours_chunks_like_xarray(tmp_path):
+    s = _five_chunked(tmp_path)
+    ref = s.to_xarray("d1", chunks=None)
+    cases = {
+        "auto": ((3, 3, 3, 3), (4,)),
+        None: None,
+        (): None,
+    }
+    assert s.to_xarray("d1")["t"].data.chunks == cases["auto"]
+    assert isinstance(s.to_xarray("d1", chunks=None)["t"].data, np.ndarray)
+    for spec, want in [({}, ((3, 3, 3, 3), (4,))), ({"time": 6}, ((6, 6), (4,))), ({"time": -1, "x": 3}, ((12,), (3, 1))),
+                       (5, ((5, 5, 2), (4,))), ({"time": None}, ((12,), (4,))), ({"nodim": 2}, ((3, 3, 3, 3), (4,)))]:
+        got = s.to_xarray("d1", chunks=spec)
+        assert got["t"].data.chunks == want, spec
+        xr.testing.assert_identical(got.load(), ref)
+    # {} makes arrays stored as one chunk lazy too (what xarray's open_dataset(chunks={}) does)
+    s.create_dataset("one").define_array("v", "int16", ["x"], [6])
+    assert isinstance(s.to_xarray("one")["v"].data, np.ndarray)
+    assert s.to_xarray("one", chunks={})["v"].data.chunks == ((6,),)
+
+
+@pytest.mark.parametrize("bad, exc", [("big", ValueError), ({"time": 0}, ValueError), ({"time": 2.5}, ValueError),
+                                      ((3,), TypeError), (object(), TypeError), (True, TypeError)])
+def test_to_xarray_rejects_bad_chunks(tmp_path, bad, exc):
+    s = _five_chunked(tmp_path)
+    with pytest.raises(exc, match="chunks"):
+        s.to_xarray("d1", chunks=bad).load()
+    with pytest.raises(exc, match="chunks"):
+        s.to_xarray_many(["d0", "d1"], chunks=bad)
+
+
+def test_to_xarray_many_honours_chunks(tmp_path):
+    s = _five_chunked(tmp_path)
+    names = s.list_datasets()
+    ref = s.to_xarray_many(names)
+    for spec, want in [("auto", ((5,), (3, 3, 3, 3), (4,))), ({"dataset": 2}, ((2, 2, 1), (3, 3, 3, 3), (4,))),
+                       ({"dataset": 2, "time": 12}, ((2, 2, 1), (12,), (4,))), (2, ((2, 2, 1), (2,) * 6, (2, 2))),
+                       ({"dataset": -1, "x": None, "time": 6}, ((5,), (6, 6), (4,)))]:
+        got = s.to_xarray_many(names, chunks=spec)
+        assert got["t"].data.chunks == want, spec
+        xr.testing.assert_identical(got.load(), ref)

@@ -258,12 +258,10 @@ class Engine:
             raw, o = self._pending_bytes(p), 0
         else:
             idx = self.index(name, phys)
-            a = idx.chunks["aid"]
-            r = int(np.searchsorted(a, m.aid))
-            if r >= a.shape[0] or a[r] != m.aid:
+            loc = idx.first_chunk(m.aid)
+            if loc is None:
                 return np.full(tuple(count), m.fill_storage, m.sdtype)
-            f = int(idx.chunks["frame"][r])
-            o = int(idx.chunks["foff"][r])
+            f, o = loc
             raw = self._cached(idx, f) if self._cache else None
             if raw is None:
                 raw = self._decode(idx, f, self._fetch(idx, np.asarray([f]))[0])

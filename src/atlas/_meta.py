@@ -171,8 +171,10 @@ class ArrayMeta:
                 if mx.__class__ is str:
                     mx = float(mx)
             stats = {"null_count": st[0], "min": mn, "max": mx}
-        m = cls(row[0], schema.dtype, schema.dims, schema.shape, schema.chunk, schema.fill, stats)
-        m.__dict__["layout"] = lay
+        # the schema's fields and its cached layout, copied in one step (opening a dataset of a
+        # big store decodes thousands of these; the dataclass __init__ would cost several times more)
+        m = cls.__new__(cls)
+        m.__dict__ = {**schema.__dict__, "aid": row[0], "stats": stats, "layout": lay}
         return m
 
     @classmethod

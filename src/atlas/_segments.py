@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import msgpack
 import numpy as np
@@ -53,9 +53,25 @@ class ChunkIndex:
     chunks: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.empty(0, t) for k, t in CHUNK_COLUMNS.items()})
     #: identifies the frame numbering: merged() keeps it (old frames keep their numbers)
     uid: int = field(default_factory=lambda: next(_uids))
+    #: ``{aid: (frame, foff)}`` of each instance's first chunk, built on first use (one-chunk reads)
+    _first: Optional[dict[int, tuple[int, int]]] = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.chunks["aid"].shape[0])
+
+    def first_chunk(self, aid: int) -> Optional[tuple[int, int]]:
+        """``(frame, offset in the frame)`` of the lowest chunk id of instance ``aid``, or None.
+
+        A dict built once per index, so reading thousands of one-chunk arrays one by one costs
+        a dict lookup each instead of a binary search through NumPy.
+        """
+        first = self._first
+        if first is None:
+            c = self.chunks
+            a, rows = np.unique(c["aid"], return_index=True)
+            first = dict(zip(a.tolist(), zip(c["frame"][rows].tolist(), c["foff"][rows].tolist())))
+            self._first = first
+        return first.get(aid)
 
     def rows_of(self, aid: int) -> slice:
         """Row slice of one array instance (rows are sorted by aid first)."""

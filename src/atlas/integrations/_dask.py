@@ -29,6 +29,32 @@ def _regular(shape: Sequence[int], chunk: Sequence[int]) -> tuple[tuple[int, ...
     return tuple(out)
 
 
+def block_shape(chunks: Any, dims: Sequence[str], shape: Sequence[int], disk: Sequence[int]) -> tuple[int, ...]:
+    """Dask block sizes of one variable from a ``chunks=`` argument (xarray's conventions).
+
+    ``{}`` or ``"auto"``: the on-disk chunks; an int: that size along every axis; a dict
+    ``{dim: size}``: per dimension, the others keep their on-disk chunks. A size of ``-1``
+    or ``None`` means the whole axis.
+    """
+    def size(v: Any, d: int, what: str) -> int:
+        if v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and int(v) == -1):
+            return max(1, int(shape[d]))
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
+            raise ValueError(f"chunks: size for {what} must be an int >= 1, -1 or None, got {v!r}")
+        return int(v)
+
+    if isinstance(chunks, str):
+        if chunks == "auto":
+            return tuple(int(c) for c in disk)
+        raise ValueError(f"chunks must be None, 'auto', an int or a dict {{dim: size}}, got {chunks!r}")
+    if isinstance(chunks, dict):
+        return tuple(size(chunks[dim], d, f"dimension {dim!r}") if dim in chunks else int(disk[d])
+                     for d, dim in enumerate(dims))
+    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
+        return tuple(size(chunks, d, f"axis {d}") for d in range(len(shape)))
+    raise TypeError(f"chunks must be None, 'auto', an int or a dict {{dim: size}}, got {type(chunks).__name__}: {chunks!r}")
+
+
 def _user_dtype(am: dict[str, Any], orig: Optional[str]) -> np.dtype:
     from .. import dtypes as D
 
@@ -49,12 +75,14 @@ def _read_stack(store: "Atlas", names: list[str], var: str, start: list[int], sh
     return M.from_storage_values(data, orig, enc) if orig else data
 
 
-def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Optional[str] = None) -> da.Array:
-    """A dask array over one stored array: one task per on-disk chunk; building it reads no data."""
+def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Optional[str] = None,
+               blocks: Optional[Sequence[int]] = None) -> da.Array:
+    """A dask array over one stored array: one task per block (default: per on-disk chunk);
+    building it reads no data."""
     view = store.open_dataset(ds)
     am = view.array_meta(var)
     assert am is not None
-    chunks = _regular(am["shape"], am["chunk_shape"])
+    chunks = _regular(am["shape"], am["chunk_shape"] if blocks is None else blocks)
     aid = view._ds().arrays[var].aid
     name = f"atlas-{var}-" + tokenize(store, ds, var, aid, chunks, orig)
     offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int).tolist() for c in chunks]
@@ -68,11 +96,12 @@ def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Opti
 
 
 def lazy_stack(store: "Atlas", names: list[str], var: str, orig: Optional[str], am: dict[str, Any],
-               enc: Optional[str] = None, datasets_per_block: int = 64) -> da.Array:
-    """A dask array ``(N, ...)`` over one array of many datasets: a task per (dataset block, chunk)."""
+               enc: Optional[str] = None, datasets_per_block: int = 64, blocks: Optional[Sequence[int]] = None) -> da.Array:
+    """A dask array ``(N, ...)`` over one array of many datasets: a task per (dataset block,
+    block of the array; default: its on-disk chunks)."""
     n = len(names)
     lead = tuple([datasets_per_block] * (n // datasets_per_block) + ([n % datasets_per_block] if n % datasets_per_block else []))
-    chunks = (lead,) + _regular(am["shape"], am["chunk_shape"])
+    chunks = (lead,) + _regular(am["shape"], am["chunk_shape"] if blocks is None else blocks)
     name = f"atlas-stack-{var}-" + tokenize(store, names, var, chunks, orig)
     offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int).tolist() for c in chunks]
     dsk = {}

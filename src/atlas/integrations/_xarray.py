@@ -197,16 +197,28 @@ def to_xarray(store: "Atlas", name: str, chunks: Any = "auto") -> xr.Dataset:
     """The dataset ``name`` as an ``xr.Dataset``; chunked arrays come back dask-backed.
 
     ``chunks="auto"``: dask-backed where the on-disk chunking differs from the shape (one
-    task per on-disk chunk); ``chunks=None``: everything eager.
+    task per on-disk chunk); ``chunks=None``: everything eager; ``chunks={}``: every
+    variable dask-backed with its on-disk chunks; an int or a ``{dim: size}`` dict: every
+    variable dask-backed with those block sizes (xarray's conventions).
     """
     view = store.open_dataset(name)
+    if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, (str, dict, int))):
+        raise TypeError(f"chunks must be None, 'auto', an int or a dict {{dim: size}}, got {type(chunks).__name__}: {chunks!r}")
+    if isinstance(chunks, str) and chunks != "auto":
+        raise ValueError(f"chunks must be None, 'auto', an int or a dict {{dim: size}}, got {chunks!r}")
 
     def make(v: str, am: dict[str, Any], orig: Optional[str], enc: Optional[str]) -> tuple[Any, bool]:
-        lazy = chunks is not None and list(am["chunk_shape"]) != list(am["shape"]) and len(am["shape"]) > 0
+        if chunks is None or not am["shape"]:
+            lazy = False
+        elif isinstance(chunks, str):  # "auto": only arrays stored in several chunks
+            lazy = list(am["chunk_shape"]) != list(am["shape"])
+        else:
+            lazy = True
         if lazy:
-            from ._dask import lazy_array
+            from ._dask import block_shape, lazy_array
 
-            return lazy_array(store, name, v, orig, enc), True
+            blocks = block_shape(chunks, am["dimension_names"], am["shape"], am["chunk_shape"])
+            return lazy_array(store, name, v, orig, enc, blocks), True
         data = cast(np.ndarray, view.read_array(v))  # v is one of the view's arrays
         return (M.from_storage_values(data, orig, enc) if orig else data), False
 
@@ -263,8 +275,9 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
 
     Coordinates and dataset attributes come from the first dataset; the ``concat_dim``
     coordinate holds the dataset names. ``chunks=None`` reads eagerly with one stacked read
-    per variable; ``chunks="auto"`` (or a dict) returns dask-backed variables.
-    ``progress`` counts the data variables done.
+    per variable; ``chunks="auto"`` or ``{}`` returns dask-backed variables (64 datasets
+    and one on-disk chunk per task); an int or a ``{dim: size}`` dict (``concat_dim``
+    included) sets the block sizes as in xarray. ``progress`` counts the data variables done.
     """
     from .._progress import Progress, check
 
@@ -312,9 +325,17 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
                 continue
             orig, enc = common(v)
             if chunks is not None:
-                from ._dask import lazy_stack
+                from ._dask import block_shape, lazy_stack
 
-                data = lazy_stack(store, names, v, orig, am, enc)
+                spec: Any = chunks
+                lead = 64
+                if isinstance(chunks, dict) and concat_dim in chunks:
+                    spec = {k: c for k, c in chunks.items() if k != concat_dim}
+                    lead = block_shape({concat_dim: chunks[concat_dim]}, [concat_dim], [len(names)], [64])[0]
+                elif isinstance(chunks, int) and not isinstance(chunks, bool):
+                    lead = block_shape(chunks, [concat_dim], [len(names)], [64])[0]
+                blocks = block_shape(spec, am["dimension_names"], am["shape"], am["chunk_shape"])
+                data = lazy_stack(store, names, v, orig, am, enc, lead, blocks)
             else:
                 data = store.read_array_across_stacked(v, names)
                 if orig:
