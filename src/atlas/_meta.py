@@ -62,6 +62,7 @@ def validate_name(name: Any, what: str) -> str:
         raise ValueError(f"{what} name {name!r} must not start with '_' (reserved for atlas)")
     if name in (".", ".."):
         raise ValueError(f"{what} name {name!r} is not allowed")
+    D.check_unicode(name, f"{what} name")
     return name
 
 

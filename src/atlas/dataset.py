@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
@@ -13,6 +14,8 @@ from ._meta import ArrayMeta, DatasetMeta, validate_name
 if TYPE_CHECKING:
     from .store import Atlas
 
+
+_I64 = 2**63 - 1
 
 def to_user(m: ArrayMeta, data: np.ndarray) -> np.ndarray:
     """Storage-typed data -> what reads return (datetime64[ns] for timestamps)."""
@@ -82,8 +85,11 @@ class DatasetView:
             raise TypeError(f"dims of array {name!r} must be a sequence of str, got {dims!r}")
         dims_t = tuple(dims)
         for dname in dims_t:
-            if not isinstance(dname, str) or not dname:
-                raise TypeError(f"dims of array {name!r} must be non-empty str, got {dname!r}")
+            if not isinstance(dname, str):
+                raise TypeError(f"dims of array {name!r} must be str, got {type(dname).__name__}: {dname!r}")
+            if not dname:
+                raise ValueError(f"dims of array {name!r} must be non-empty, got {list(dims_t)!r}")
+            D.check_unicode(dname, f"dimension name of array {name!r}")
         if len(set(dims_t)) != len(dims_t):
             raise ValueError(f"dims of array {name!r} repeat a name: {list(dims_t)!r}")
         shp = int_tuple(shape, f"shape of array {name!r}")
@@ -97,6 +103,10 @@ class DatasetView:
                 raise ValueError(f"array {name!r}: chunk_shape {list(chk)!r} and shape {list(shp)!r} differ in rank")
             if any(c < 1 for c in chk):
                 raise ValueError(f"array {name!r}: chunk sizes must be >= 1, got {list(chk)!r}")
+        # cell and chunk ids, counts and offsets are int64 everywhere (kernels, index, stats)
+        if any(v > _I64 for v in shp + chk) or math.prod(shp) > _I64:
+            raise ValueError(f"array {name!r}: shape {list(shp)!r} / chunk_shape {list(chk)!r} too large: every size "
+                             f"and the number of cells must stay below 2**63")
         fill = D.coerce_fill(dt, fill_value, name)
         at = self._atlas
         with at._engine.lock:

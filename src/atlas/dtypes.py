@@ -86,6 +86,15 @@ def default_fill(name: str) -> Any:
     return NUMERIC[name].type(0)
 
 
+def check_unicode(text: str, what: str) -> str:
+    """Refuse a str that cannot be stored as UTF-8 (lone surrogates, e.g. from os.fsdecode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} {text!r} is not valid Unicode ({e.reason} at position {e.start})") from None
+    return text
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -101,7 +110,7 @@ def coerce_fill(name: str, value: Any, array: str = "") -> Any:
         return None
     if name == STRING:
         if isinstance(value, (str, np.str_)):
-            return str(value)
+            return check_unicode(str(value), f"fill_value{where}")
         raise TypeError(f"fill_value{where} must be a str for dtype 'string', got {type(value).__name__}: {value!r}")
     if name == TIMESTAMP:
         if isinstance(value, (np.datetime64, _dt.datetime)):
@@ -208,7 +217,7 @@ def coerce_attribute(key: str, value: Any, dtype: str | None = None) -> tuple[st
         if isinstance(value, (float, np.floating)):
             return "float64", float(value)
         if isinstance(value, (str, np.str_)):
-            return "string", str(value)
+            return "string", check_unicode(str(value), f"attribute {key!r}: value")
         if isinstance(value, (np.datetime64, _dt.datetime)):
             return TIMESTAMP, _timestamp_ns(value, key)
         raise TypeError(
@@ -239,7 +248,7 @@ def coerce_attribute(key: str, value: Any, dtype: str | None = None) -> tuple[st
     if d == STRING:
         if not isinstance(value, (str, np.str_)):
             raise TypeError(f"attribute {key!r}: dtype 'string' needs a str, got {type(value).__name__}")
-        return "string", str(value)
+        return "string", check_unicode(str(value), f"attribute {key!r}: value")
     if d == TIMESTAMP:
         if _is_int(value):
             return TIMESTAMP, _check_int_range(int(value), np.dtype(np.int64), f"attribute {key!r}")
