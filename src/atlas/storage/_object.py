@@ -8,6 +8,7 @@ where the backend supports it, so a second writer is detected instead of overwri
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ class ObjectStorage(Storage):
     def __init__(self, store: Any, *, create: bool = False) -> None:
         self.store = store
         self._etags: dict[str, str | None] = {}
+        self._unsure: dict[str, bytes] = {}  # metadata bytes whose PUT failed with an unknown outcome
         self.io_concurrency = default_io_concurrency()
         name = type(store).__name__
         self.writable = name not in ("HTTPStore", "HttpStore")
@@ -66,30 +68,69 @@ class ObjectStorage(Storage):
 
     def write(self, path: str, data: Buffer | Iterable[Buffer]) -> None:
         self._check_writable(path)
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            obstore.put(self.store, path, data)
-        else:
-            obstore.put(self.store, path, iter(data))
+        try:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                obstore.put(self.store, path, data)
+            else:
+                obstore.put(self.store, path, iter(data))
+        except FileNotFoundError as e:
+            # a PUT cannot miss its object: obstore reports a multipart upload whose completion
+            # reply was lost (it then aborts the finished upload) as "not found"
+            raise OSError(errno.EIO, f"{self.location}/{path}: upload failed, its outcome is unknown: {e}") from e
 
     def commit(self, path: str, data: Buffer) -> None:
+        """Replace the metadata object, refusing to overwrite another writer's commit.
+
+        Every commit's bytes are unique (a new generation and segment token), so when a PUT's
+        outcome is unclear (lost reply, timeout, or obstore retrying a PUT that had landed)
+        reading the object back tells this handle's own write apart from another writer's.
+        """
         self._check_writable(path)
-        known = path in self._etags
-        etag = self._etags.get(path)
+        payload = bytes(data)
         try:
-            if not known:
-                res = obstore.put(self.store, path, data, mode="create")
+            if path not in self._etags:
+                res = obstore.put(self.store, path, payload, mode="create")
             else:
-                res = self._update(path, data, etag)
-        except AlreadyExistsError:
+                res = self._update(path, payload, self._etags.get(path))
+        except (AlreadyExistsError, PreconditionError, ConcurrentWriteError) as e:
+            now = self._current(path)
+            if now is not None and now[0] == payload:  # our own PUT landed (retried by obstore)
+                self._adopt(path, now[1])
+                return
+            if now is not None and self._unsure.get(path) == now[0]:
+                # an earlier attempt of this handle landed after all: build on top of it
+                self._adopt(path, now[1])
+                return self.commit(path, payload)
+            if isinstance(e, ConcurrentWriteError):
+                raise
+            how = "created" if isinstance(e, AlreadyExistsError) else "changed"
             raise ConcurrentWriteError(
-                f"{self.location}/{path} was created by another writer; reopen the store and retry"
-            ) from None
-        except PreconditionError:
-            raise ConcurrentWriteError(
-                f"{self.location}/{path} was changed by another writer since this store was opened; "
+                f"{self.location}/{path} was {how} by another writer since this store was opened; "
                 "reopen it and retry (the pending changes are kept)"
             ) from None
-        self._etags[path] = res.get("e_tag")
+        except Exception:
+            try:
+                now = self._current(path)
+            except Exception:  # noqa: BLE001 - the store is unreachable: the original error says why
+                now = None
+            if now is not None and now[0] == payload:  # the reply was lost, the PUT landed
+                self._adopt(path, now[1])
+                return
+            self._unsure[path] = payload
+            raise
+        self._adopt(path, res.get("e_tag"))
+
+    def _adopt(self, path: str, etag: str | None) -> None:
+        self._etags[path] = etag
+        self._unsure.pop(path, None)
+
+    def _current(self, path: str) -> tuple[bytes, str | None] | None:
+        """The object's bytes and ETag now, or None if there is none."""
+        try:
+            r = obstore.get(self.store, path)
+        except FileNotFoundError:
+            return None
+        return bytes(r.bytes()), r.meta.get("e_tag")
 
     def _update(self, path: str, data: Buffer, etag: str | None) -> Any:
         if etag is not None:
