@@ -107,7 +107,7 @@ class Engine:
                     (buf,) = self.storage.read_ranges(seg, [off], [off + ln])
                     if codecs.checksum(buf) != crc:
                         raise CorruptStoreError(f"{where}: checksum mismatch in the chunk index of array {name!r}")
-                    idx = ChunkIndex.decode(buf, self.codec, raw, where)
+                    idx = ChunkIndex.decode(buf, self.codec, raw, where, phys.dir)
                 self._indexes[name] = idx
         return idx
 
@@ -191,6 +191,11 @@ class Engine:
             seg = idx.segments[int(idx.frames["seg"][f])]
             raise CorruptStoreError(f"{self.storage.location}/{seg}: frame cannot be decompressed: {e}") from e
 
+    def _short_chunk(self, idx: ChunkIndex, f: int, what: str) -> None:
+        seg = idx.segments[int(idx.frames["seg"][f])]
+        raise CorruptStoreError(f"{self.storage.location}/{seg}: the index gives a chunk of {what} fewer "
+                                "bytes than its shape needs (damaged index)")
+
     def _pending_bytes(self, p: Pending) -> Any:
         data = self.pending.payload(p)
         return codecs.decompress(self.codec, data, p.nbytes) if p.compressed else data
@@ -261,7 +266,9 @@ class Engine:
             loc = idx.first_chunk(m.aid)
             if loc is None:
                 return np.full(tuple(count), m.fill_storage, m.sdtype)
-            f, o = loc
+            f, o, nb = loc
+            if nb < m.chunk_elems * m.sdtype.itemsize:
+                self._short_chunk(idx, f, f"array {name!r}")
             raw = self._cached(idx, f) if self._cache else None
             if raw is None:
                 raw = self._decode(idx, f, self._fetch(idx, np.asarray([f]))[0])
@@ -314,6 +321,10 @@ class Engine:
         decoded = [b is not None for b in blobs]
         todo = np.asarray([k for k in range(nf) if not decoded[k]], np.int64)
         foff = idx.chunks["foff"][pos]
+        if not m.is_string:  # the copy kernel reads a whole chunk at foff: it must be inside the frame
+            short = idx.chunks["nbytes"][pos] < m.chunk_elems * m.sdtype.itemsize
+            if short.any():
+                self._short_chunk(idx, int(fr[np.argmax(short)]), f"array instance {m.aid}")
         packed = (idx.frames["rlen"][uf] <= FRAME_TARGET).tolist()
         big = int(idx.frames["rlen"][uf].sum()) >= PARALLEL_MIN_BYTES
         if not m.is_string:  # every piece's kernel arguments, computed once for the whole request
@@ -384,15 +395,21 @@ class Engine:
             raw = self._decode(idx, f, self._fetch(idx, np.asarray([f]))[0])
             o, nbytes, masked = int(idx.chunks["foff"][pos]), int(idx.chunks["nbytes"][pos]), bool(idx.chunks["wmask"][pos])
         mv = memoryview(raw)[o:o + nbytes]
-        if m.is_string:
-            arr = decode_strings(mv, shape, f"array {name!r}")
-            dlen = strings_nbytes(mv)
-        else:
-            arr = np.frombuffer(mv, m.sdtype, m.chunk_elems).reshape(shape).copy()
-            dlen = m.chunk_elems * m.sdtype.itemsize
-        mask = None
-        if masked:
-            mask = np.unpackbits(np.frombuffer(mv[dlen:], np.uint8), count=m.chunk_elems).astype(bool).reshape(shape)
+        try:
+            if m.is_string:
+                arr = decode_strings(mv, shape, f"array {name!r}")
+                dlen = strings_nbytes(mv)
+            else:
+                arr = np.frombuffer(mv, m.sdtype, m.chunk_elems).reshape(shape).copy()
+                dlen = m.chunk_elems * m.sdtype.itemsize
+            mask = None
+            if masked:
+                bits = np.frombuffer(mv[dlen:], np.uint8)
+                if bits.size * 8 < m.chunk_elems:
+                    raise ValueError("written-cells mask is short")
+                mask = np.unpackbits(bits, count=m.chunk_elems).astype(bool).reshape(shape)
+        except ValueError as e:
+            raise CorruptStoreError(f"{self.storage.location}: chunk {cid} of array {name!r} cannot be decoded: {e}") from e
         return arr, mask
 
     @staticmethod
@@ -749,6 +766,14 @@ class Engine:
         """Check every index footer and every frame (checksums, sizes, offsets); one line per problem."""
         problems: list[str] = []
         live = _live_aids(meta)
+        need: dict[str, dict[int, int]] = {}  # bytes a numeric chunk of each live instance must have
+        strings: dict[str, dict[int, ArrayMeta]] = {}  # string instances: their chunks are parsed
+        for ds in meta.datasets.values():
+            for a, m in ds.arrays.items():
+                if m.is_string:
+                    strings.setdefault(a, {})[m.aid] = m
+                else:
+                    need.setdefault(a, {})[m.aid] = m.chunk_elems * m.sdtype.itemsize
         for name, phys in meta.physical.items():
             self._indexes.pop(name, None)  # re-read the footer from storage
             try:
@@ -756,11 +781,13 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - report and go on
                 problems.append(f"array {name!r}: index unreadable: {e}")
                 continue
-            c, f = idx.chunks, idx.frames
-            if len(idx) and (c["frame"].max() >= len(f["seg"]) or f["seg"].max() >= len(idx.segments)):
-                problems.append(f"array {name!r}: index refers to frames or segments that do not exist")
-                continue
+            c, f = idx.chunks, idx.frames  # its structure was checked when it was decoded
             rows = np.flatnonzero(np.isin(c["aid"], live.get(name, np.empty(0, np.int64))))
+            want = need.get(name, {})
+            short = sorted({a for a, nb in zip(c["aid"][rows].tolist(), c["nbytes"][rows].tolist()) if nb < want.get(a, 0)})
+            if short:
+                problems.append(f"array {name!r}: the index gives chunks of instance(s) {short[:5]} fewer bytes than "
+                                "their shape needs (damaged index)")
             frames = np.unique(c["frame"][rows])
             for start in range(0, len(frames), 256):
                 part = frames[start:start + 256]
@@ -780,6 +807,19 @@ class Engine:
                     inside = rows[c["frame"][rows] == fno]
                     if (c["foff"][inside] + c["nbytes"][inside] > len(raw)).any():
                         problems.append(f"array {name!r}: chunks run past the end of frame {fno}")
+                        continue
+                    smetas = strings.get(name)
+                    if smetas:
+                        mv = memoryview(raw)
+                        for r in inside.tolist():
+                            sm = smetas.get(int(c["aid"][r]))
+                            if sm is None:
+                                continue
+                            o = int(c["foff"][r])
+                            try:
+                                decode_strings(mv[o:o + int(c["nbytes"][r])], tuple(sm.kchunk.tolist()), f"array {name!r}")
+                            except Exception as e:  # noqa: BLE001
+                                problems.append(f"array {name!r}: chunk {int(c['cid'][r])} of instance {sm.aid}: {e}")
         return problems
 
     # ------------------------------------------------------------------ compact

@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from . import codecs
 from . import dtypes as D
 from .errors import CorruptStoreError, StoreFormatError
 
@@ -69,7 +70,8 @@ def validate_name(name: Any, what: str) -> str:
 class Layout:
     """Values derived from a schema, computed once per distinct schema (kernels use rank >= 1)."""
 
-    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "empty", "sdtype", "chunk_elems", "fill_storage", "is_float")
+    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "empty", "sdtype", "chunk_elems", "fill_storage", "is_float",
+                 "stat_types", "stat_range")
 
     def __init__(self, dtype: str, shape: tuple[int, ...], chunk: tuple[int, ...], fill: Any) -> None:
         kc = tuple(max(1, min(c, s)) for c, s in zip(chunk, shape)) if shape else (1,)
@@ -82,6 +84,10 @@ class Layout:
         self.chunk_elems = math.prod(kc)
         self.fill_storage = D.fill_storage_value(dtype, fill)
         self.is_float = self.sdtype.kind == "f"
+        # what a stored min/max may be (checked when metadata is decoded)
+        kind = self.sdtype.kind
+        self.stat_types: tuple[type, ...] = (int, float, str) if kind == "f" else (str,) if kind == "O" else (int,)
+        self.stat_range = (int(np.iinfo(self.sdtype).min), int(np.iinfo(self.sdtype).max)) if kind in "iu" else None
 
 
 _LAYOUTS: dict[tuple[Any, ...], Layout] = {}
@@ -165,7 +171,13 @@ class ArrayMeta:
         stats = None
         lay = schema.layout
         if st is not None:
-            mn, mx = st[1], st[2]
+            nn, mn, mx = st
+            for v in (mn, mx):
+                if v is not None and (type(v) not in lay.stat_types or (lay.stat_range is not None and not
+                                                                        lay.stat_range[0] <= v <= lay.stat_range[1])):
+                    raise ValueError(f"stored min/max {v!r} does not fit dtype {schema.dtype}")
+            if type(nn) is not int or nn < 0:
+                raise ValueError(f"stored null count {nn!r}")
             if lay.is_float:  # non-finite floats are spelled as strings in json
                 if mn.__class__ is str:
                     mn = float(mn)
@@ -180,11 +192,21 @@ class ArrayMeta:
 
     @classmethod
     def schema_from_dict(cls, d: dict[str, Any]) -> "ArrayMeta":
+        """Decode one schema of the metadata table, checked (``ValueError``/``TypeError`` if malformed)."""
         dtype = d["dtype"]
+        if dtype not in D.ARRAY_DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}")
+        dims, shape, chunk = tuple(d["dims"]), tuple(d["shape"]), tuple(d["chunk"])
+        if not all(isinstance(x, str) and x for x in dims) or not (len(dims) == len(shape) == len(chunk)):
+            raise ValueError(f"bad dims {dims!r} for shape {shape!r} / chunk {chunk!r}")
+        if (any(type(x) is not int or x < 0 or x >= 2**63 for x in shape) or math.prod(shape) >= 2**63
+                or any(type(x) is not int or x < 1 or x >= 2**63 for x in chunk)):
+            raise ValueError(f"bad shape {shape!r} / chunk {chunk!r}")
         fill = d.get("fill")
         if fill is not None and dtype in D.NUMERIC and D.NUMERIC[dtype].kind == "f":
             fill = j2f(fill)
-        return cls(0, dtype, tuple(d["dims"]), tuple(int(x) for x in d["shape"]), tuple(int(x) for x in d["chunk"]), fill)
+        fill = D.coerce_fill(dtype, fill)
+        return cls(0, dtype, dims, shape, chunk, fill)
 
 
 @dataclass
@@ -203,12 +225,36 @@ class DatasetMeta:
 
     @classmethod
     def from_blob(cls, name: str, blob: Any, schemas: list[ArrayMeta]) -> "DatasetMeta":
+        """Decode one dataset's entry; a malformed one raises ``ValueError`` (the caller names the file)."""
         attrs_d, arrays_d = json.loads(blob) if isinstance(blob, str) else msgpack.unpackb(blob, raw=False)
         attrs = {}
         for k, (t, v) in attrs_d.items():
+            if t not in _ATTR_CHECK or not _ATTR_CHECK[t](v):
+                raise ValueError(f"attribute {k!r} has a bad type/value {t!r}/{v!r}")
             attrs[k] = (t, j2f(v) if t == "float64" else v)
-        return cls(name, attrs, {k: ArrayMeta.from_row(r, schemas[r[1]]) for k, r in arrays_d.items()})
+        arrays = {}
+        ns = len(schemas)
+        for k, r in arrays_d.items():
+            aid, sno, st = r
+            if type(aid) is not int or type(sno) is not int or not 0 <= sno < ns or aid < 0:
+                raise ValueError(f"array {k!r} has a bad entry {r!r}")
+            if st is not None and (len(st) != 3 or type(st[0]) is not int):
+                raise ValueError(f"array {k!r} has bad stats {st!r}")
+            arrays[k] = ArrayMeta.from_row(r, schemas[sno])
+        return cls(name, attrs, arrays)
 
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+_ATTR_CHECK = {
+    "bool": lambda v: type(v) is bool,
+    "int64": _is_int,
+    D.TIMESTAMP: _is_int,
+    "float64": lambda v: type(v) in (int, float) or v in ("NaN", "Infinity", "-Infinity", "nan", "inf", "-inf"),
+    "string": lambda v: type(v) is str,
+}
 
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)  # one encoder, reused
 
@@ -230,7 +276,7 @@ class Datasets(dict):  # type: ignore[type-arg]
             return v
         try:
             return DatasetMeta.from_blob(name, v, self.schemas)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
             raise CorruptStoreError(f"metadata of dataset {name!r} is malformed: {e!r}") from e
 
     def _load(self, name: str, v: Any) -> DatasetMeta:
@@ -275,8 +321,25 @@ class Physical:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Physical":
+        """Decode one entry; paths must stay inside the store (``ValueError`` otherwise)."""
+        folder = d["dir"]
+        if not isinstance(folder, str) or not _inside(folder, "arrays/"):
+            raise ValueError(f"bad array folder {folder!r}")
         idx = d.get("index")
-        return cls(d["dir"], (str(idx[0]), int(idx[1]), int(idx[2]), int(idx[3]), int(idx[4])) if idx else None)
+        if not idx:
+            return cls(folder, None)
+        seg, off, ln, raw, crc = idx
+        if not isinstance(seg, str) or not _inside(seg, folder + "/"):
+            raise ValueError(f"bad index segment path {seg!r} for folder {folder!r}")
+        nums = (off, ln, raw, crc)
+        if any(type(v) is not int or v < 0 for v in nums) or crc >= 2**32 or off + ln > 2**62:
+            raise ValueError(f"bad index location {idx!r}")
+        return cls(folder, (seg, off, ln, raw, crc))
+
+
+def _inside(path: str, prefix: str) -> bool:
+    """``path`` is a relative path below ``prefix`` with no ``.``/``..``/empty parts."""
+    return path.startswith(prefix) and all(p not in ("", ".", "..") for p in path.split("/")) and "\\" not in path
 
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -334,25 +397,35 @@ class StoreMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str) -> "StoreMeta":
-        if d.get("format") != "atlas":
+        if not isinstance(d, dict) or d.get("format") != "atlas":
             raise StoreFormatError(f"{where}: not an atlas store")
-        if int(d.get("version", 0)) > FORMAT_VERSION:
+        version = d.get("version", 0)
+        if type(version) is not int:
+            raise CorruptStoreError(f"{where}: metadata is malformed: format version {version!r}")
+        if version > FORMAT_VERSION:
             raise StoreFormatError(
-                f"{where}: store format version {d.get('version')} is newer than this library "
+                f"{where}: store format version {version} is newer than this library "
                 f"supports ({FORMAT_VERSION}); upgrade atlas-python"
             )
         try:
+            codec = d["codec"]
+            if codec not in codecs.CODECS:
+                raise ValueError(f"unknown codec {codec!r}")
             schemas = [ArrayMeta.schema_from_dict(x) for x in d["schemas"]]
             ds = Datasets(schemas)
             for name, blob in d["datasets"]:
+                validate_name(name, "dataset")
+                if not isinstance(blob, (str, bytes)):
+                    raise ValueError(f"dataset {name!r}: entry is a {type(blob).__name__}")
                 dict.__setitem__(ds, name, blob)
-            return cls(
-                codec=d["codec"],
-                datasets=ds,
-                physical={k: Physical.from_dict(p) for k, p in d["physical"].items()},
-                next_id=int(d["next_id"]),
-                generation=int(d["generation"]),
-                uid=str(d.get("uid", "")),
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+            physical = {}
+            for k, p in d["physical"].items():
+                validate_name(k, "array")
+                physical[k] = Physical.from_dict(p)
+            next_id, generation = d["next_id"], d["generation"]
+            if type(next_id) is not int or type(generation) is not int or next_id < 1 or generation < 0:
+                raise ValueError(f"bad next_id/generation {next_id!r}/{generation!r}")
+            return cls(codec=codec, datasets=ds, physical=physical, next_id=next_id, generation=generation,
+                       uid=str(d.get("uid", "")))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
             raise CorruptStoreError(f"{where}: metadata is malformed: {e!r}") from e

@@ -54,13 +54,13 @@ class ChunkIndex:
     #: identifies the frame numbering: merged() keeps it (old frames keep their numbers)
     uid: int = field(default_factory=lambda: next(_uids))
     #: ``{aid: (frame, foff)}`` of each instance's first chunk, built on first use (one-chunk reads)
-    _first: Optional[dict[int, tuple[int, int]]] = field(default=None, init=False, repr=False, compare=False)
+    _first: Optional[dict[int, tuple[int, int, int]]] = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.chunks["aid"].shape[0])
 
-    def first_chunk(self, aid: int) -> Optional[tuple[int, int]]:
-        """``(frame, offset in the frame)`` of the lowest chunk id of instance ``aid``, or None.
+    def first_chunk(self, aid: int) -> Optional[tuple[int, int, int]]:
+        """``(frame, offset in the frame, bytes)`` of the lowest chunk id of instance ``aid``, or None.
 
         A dict built once per index, so reading thousands of one-chunk arrays one by one costs
         a dict lookup each instead of a binary search through NumPy.
@@ -69,7 +69,7 @@ class ChunkIndex:
         if first is None:
             c = self.chunks
             a, rows = np.unique(c["aid"], return_index=True)
-            first = dict(zip(a.tolist(), zip(c["frame"][rows].tolist(), c["foff"][rows].tolist())))
+            first = dict(zip(a.tolist(), zip(c["frame"][rows].tolist(), c["foff"][rows].tolist(), c["nbytes"][rows].tolist())))
             self._first = first
         return first.get(aid)
 
@@ -89,7 +89,9 @@ class ChunkIndex:
         return codecs.compress(codec, raw), len(raw)
 
     @classmethod
-    def decode(cls, data: Any, codec: str, raw_size: int, where: str) -> "ChunkIndex":
+    def decode(cls, data: Any, codec: str, raw_size: int, where: str, folder: str | None = None) -> "ChunkIndex":
+        """Parse an index footer and check its structure (``CorruptStoreError`` naming ``where``);
+        with ``folder``, every segment must lie in that folder."""
         try:
             obj = msgpack.unpackb(codecs.decompress(codec, data, raw_size), raw=False)
             idx = cls(
@@ -100,12 +102,40 @@ class ChunkIndex:
             )
         except Exception as e:  # noqa: BLE001
             raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e
-        n = len(idx)
-        if any(v.shape[0] != n for v in idx.chunks.values()) or (
-            n and (idx.chunks["frame"].max() >= idx.frames["seg"].shape[0] or idx.chunks["frame"].min() < 0)
-        ):
-            raise CorruptStoreError(f"{where}: chunk index is inconsistent")
+        problem = idx.check(folder)
+        if problem:
+            raise CorruptStoreError(f"{where}: chunk index is inconsistent: {problem}")
         return idx
+
+    def check(self, folder: str | None = None) -> str:
+        """What is structurally wrong with this index ("" if nothing): column lengths, ranges,
+        chunk pieces inside their frames, ``(aid, cid)`` strictly increasing, segment paths."""
+        c, f = self.chunks, self.frames
+        n, nf = len(self), f["seg"].shape[0]
+        if any(v.shape[0] != n for v in c.values()) or any(v.shape[0] != nf for v in f.values()):
+            return "columns of different lengths"
+        if not all(isinstance(s, str) and s and ".." not in s.split("/") for s in self.segments):
+            return "bad segment path"
+        if folder is not None and not all(s.startswith(folder + "/") for s in self.segments):
+            return "segment outside the array's folder"
+        if nf and (f["seg"].min() < 0 or f["seg"].max() >= len(self.segments)):
+            return "frame in an unknown segment"
+        if nf and (min(int(f[k].min()) for k in ("off", "clen", "rlen")) < 0
+                   or max(int(f[k].max()) for k in ("off", "clen", "rlen")) > 2**62):
+            return "frame offset or length out of range"
+        if n:
+            fr = c["frame"]
+            if fr.min() < 0 or fr.max() >= nf:
+                return "chunk in an unknown frame"
+            if min(int(c["foff"].min()), int(c["nbytes"].min()), int(c["aid"].min()), int(c["cid"].min())) < 0:
+                return "negative chunk id, offset or size"
+            rlen = f["rlen"][fr]
+            if (c["foff"] > rlen).any() or (c["nbytes"] > rlen - c["foff"]).any():  # no int64 overflow
+                return "chunk runs past the end of its frame"
+            a, k = c["aid"], c["cid"]
+            if n > 1 and not ((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (k[1:] > k[:-1]))).all():
+                return "chunks not sorted by (array, chunk id)"
+        return ""
 
     def merged(self, new_segment: str, frames: dict[str, np.ndarray], chunks: dict[str, np.ndarray], dead_aids: np.ndarray) -> "ChunkIndex":
         """A new index with a segment's frames and chunks added; newer rows win, rows of ``dead_aids`` go."""

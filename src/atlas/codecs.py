@@ -60,12 +60,22 @@ def compress(codec: str, data: Buffer) -> bytes:
 
 
 def decompress(codec: str, data: Buffer, raw_size: int) -> Buffer:
-    """Decompress ``data`` (whose decoded size is ``raw_size``)."""
+    """Decompress ``data``, whose decoded size must be ``raw_size`` (``ValueError`` otherwise).
+
+    zstd frames must carry their content checksum (atlas always writes one, and the index
+    relies on it): a damaged header bit that switches it off is refused, not trusted.
+    """
     if codec == "zstd":
-        return _zd().decompress(data, max_output_size=raw_size)
-    if codec == "lz4":
-        return lz4.block.decompress(data, uncompressed_size=raw_size)
-    return data
+        if len(data) < 5 or not data[4] & 0x04:
+            raise ValueError("zstd frame without its content checksum (damaged frame header)")
+        out: Buffer = _zd().decompress(data, max_output_size=raw_size)
+    elif codec == "lz4":
+        out = lz4.block.decompress(data, uncompressed_size=raw_size)
+    else:
+        out = data
+    if len(out) != raw_size:
+        raise ValueError(f"frame decodes to {len(out)} bytes, expected {raw_size}")
+    return out
 
 
 def checksum(data: Buffer) -> int:

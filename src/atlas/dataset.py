@@ -104,7 +104,8 @@ class DatasetView:
             if any(c < 1 for c in chk):
                 raise ValueError(f"array {name!r}: chunk sizes must be >= 1, got {list(chk)!r}")
         # cell and chunk ids, counts and offsets are int64 everywhere (kernels, index, stats)
-        if any(v > _I64 for v in shp + chk) or math.prod(shp) > _I64:
+        if (any(v > _I64 for v in shp + chk) or math.prod(shp) > _I64
+                or any(-(-s // c) * c > _I64 for s, c in zip(shp, chk))):  # the chunk grid's end too
             raise ValueError(f"array {name!r}: shape {list(shp)!r} / chunk_shape {list(chk)!r} too large: every size "
                              f"and the number of cells must stay below 2**63")
         fill = D.coerce_fill(dt, fill_value, name)

@@ -114,8 +114,7 @@ def coerce_fill(name: str, value: Any, array: str = "") -> Any:
         raise TypeError(f"fill_value{where} must be a str for dtype 'string', got {type(value).__name__}: {value!r}")
     if name == TIMESTAMP:
         if isinstance(value, (np.datetime64, _dt.datetime)):
-            v = np.datetime64(value, "ns")  # type: ignore[call-overload]  # a datetime or datetime64
-            return int(v.astype(np.int64))
+            return to_ns(value, f"fill_value{where}")
         if not _is_int(value):
             raise TypeError(
                 f"fill_value{where} must be an int (ns since epoch) or datetime64 for dtype "
@@ -262,13 +261,45 @@ def coerce_attribute(key: str, value: Any, dtype: str | None = None) -> tuple[st
 
 
 def _timestamp_ns(value: Any, key: str) -> int:
-    if isinstance(value, _dt.datetime) and value.tzinfo is not None:
-        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    try:
-        v = np.datetime64(value, "ns")
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"attribute {key!r}: cannot read {value!r} as a timestamp") from e
-    return int(v.astype(np.int64))
+    if isinstance(value, str):
+        try:
+            value = np.datetime64(value)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"attribute {key!r}: cannot read {value!r} as a timestamp") from e
+    return to_ns(value, f"attribute {key!r}")
+
+
+#: nanoseconds per unit of the datetime64 units with a fixed length
+_NS_PER = {"W": 604_800 * 10**9, "D": 86_400 * 10**9, "h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10**9,
+           "ms": 10**6, "us": 10**3, "ns": 1}
+_EPOCH = _dt.datetime(1970, 1, 1)
+
+
+def to_ns(value: Any, what: str) -> int:
+    """Nanoseconds since the epoch of a ``datetime64`` or ``datetime``, exactly (Python ints).
+
+    NaT stays NaT; a time outside what int64 nanoseconds can hold (about 1678-2262) raises
+    ``OverflowError`` instead of wrapping around as NumPy's own cast does.
+    """
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        d = value - _EPOCH
+        ns = (d.days * 86_400 + d.seconds) * 10**9 + d.microseconds * 1000
+    else:
+        if np.isnat(value):
+            return NAT_BITS
+        unit, step = np.datetime_data(value.dtype)
+        if unit in ("Y", "M"):  # calendar units: exact through days
+            value, unit, step = value.astype("datetime64[D]"), "D", 1
+        n = int(value.astype(np.int64)) * step
+        if unit in _NS_PER:
+            ns = n * _NS_PER[unit]
+        else:  # ps, fs, as: finer than ns, truncated toward -inf like NumPy
+            ns = n // {"ps": 10**3, "fs": 10**6, "as": 10**9}[unit]
+    if not NAT_BITS < ns < 2**63:
+        raise OverflowError(f"{what}: {value!r} is outside the timestamp range (int64 nanoseconds, years 1678-2262)")
+    return ns
 
 
 def attribute_value(kind: str, value: Any) -> Any:

@@ -331,6 +331,8 @@ class Atlas:
         array raises ``KeyError``. ``progress`` counts the datasets read.
         """
         check_progress(progress)
+        if not isinstance(dataset_names, str):
+            dataset_names = list(dataset_names)  # a generator is read once
         metas = self._instances(array, dataset_names)
         m0 = None
         box = None

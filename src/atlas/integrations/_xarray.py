@@ -16,14 +16,15 @@ if TYPE_CHECKING:
 
 def _chunk_shape(name: str, var: xr.Variable, chunks: Any) -> tuple[int, ...]:
     shape = tuple(int(s) for s in var.shape)
-    if isinstance(chunks, Mapping) and name in chunks and chunks[name] is not None:
+    if chunks is not None and not isinstance(chunks, Mapping):
+        raise TypeError(f"chunks must be a mapping {{variable: chunk shape}}, got {type(chunks).__name__}: {chunks!r}")
+    if chunks is not None and name in chunks and chunks[name] is not None:
         c = chunks[name]
         if isinstance(c, Mapping):
             c = [c.get(d, s) for d, s in zip(var.dims, shape)]
-        c = tuple(int(x) if x not in (None, -1) else max(1, s) for x, s in zip(c, shape))
         if len(c) != len(shape):
             raise ValueError(f"chunks for {name!r} have rank {len(c)}, the variable has {len(shape)} dims")
-        return c
+        return tuple(int(x) if x not in (None, -1) else max(1, s) for x, s in zip(c, shape))
     data = var.data
     if hasattr(data, "chunks") and getattr(data, "chunks", None) is not None and not isinstance(data, np.ndarray):
         return tuple(max(1, max(cs) if len(cs) else 1) for cs in data.chunks)
@@ -284,6 +285,10 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
     check(progress)
     if isinstance(names, str):
         raise TypeError("names must be a sequence of dataset names, not a single str")
+    if not isinstance(concat_dim, str):
+        raise TypeError(f"concat_dim must be a str, got {type(concat_dim).__name__}: {concat_dim!r}")
+    if not concat_dim:
+        raise ValueError("concat_dim must not be empty")
     names = list(names)
     if not names:
         raise ValueError("names is empty")
@@ -292,6 +297,10 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
             raise KeyError(f"no dataset named {n!r}")
     first = store.open_dataset(names[0])
     order, coords, meta = _layout(first)
+    taken = set(order) | {d for v in order for d in ((first.array_meta(v) or {}).get("dimension_names") or [])}
+    if concat_dim in taken:
+        raise ValueError(f"concat_dim {concat_dim!r} is already a dimension or variable of dataset {names[0]!r}; "
+                         "choose another name")
     metas = [meta] + [_layout(store.open_dataset(n))[2] for n in names[1:]]
 
     def common(v: str) -> tuple[Optional[str], Optional[str]]:

@@ -18,7 +18,13 @@ class LocalStorage(Storage):
         if create:
             if os.path.exists(self.root) and not os.path.isdir(self.root):
                 raise FileExistsError(f"cannot create an atlas store at {root!r}: a file of that name exists")
-            os.makedirs(self.root, exist_ok=True)
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except NotADirectoryError:
+                up = self.root
+                while up != os.path.dirname(up) and not os.path.exists(up):
+                    up = os.path.dirname(up)
+                raise FileExistsError(f"cannot create an atlas store at {root!r}: {up!r} is a file, not a folder") from None
         elif not os.path.isdir(self.root):
             raise FileNotFoundError(f"no atlas store at {root!r}: not a directory")
         self._fds: dict[str, int] = {}
