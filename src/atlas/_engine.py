@@ -104,7 +104,10 @@ class Engine:
                 else:
                     seg, off, ln, raw, crc = phys.index
                     where = f"{self.storage.location}/{seg}"
-                    (buf,) = self.storage.read_ranges(seg, [off], [off + ln])
+                    try:
+                        (buf,) = self.storage.read_ranges(seg, [off], [off + ln])
+                    except FileNotFoundError:
+                        raise self._gone(seg) from None
                     if codecs.checksum(buf) != crc:
                         raise CorruptStoreError(f"{where}: checksum mismatch in the chunk index of array {name!r}")
                     idx = ChunkIndex.decode(buf, self.codec, raw, where, phys.dir)
@@ -140,14 +143,15 @@ class Engine:
         try:
             bufs = self.storage.read_ranges(path, rs.tolist(), re_.tolist())
         except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{self.storage.location}/{path} is gone: another handle compacted the store; reopen it"
-            ) from None
+            raise self._gone(path) from None
         for g, buf in enumerate(bufs):
             mv = memoryview(buf)
             base = int(rs[g])
             for j in range(int(gs[g]), int(ge[g])):
                 out[int(sel[j])] = mv[int(o[j]) - base:int(e[j]) - base]
+
+    def _gone(self, path: str) -> FileNotFoundError:
+        return FileNotFoundError(f"{self.storage.location}/{path} is gone: another handle compacted the store; reopen it")
 
     def _fetch(self, idx: ChunkIndex, frames: np.ndarray) -> list[Any]:
         """Compressed bytes of ``frames`` (sorted unique ids), with coalesced range reads."""
