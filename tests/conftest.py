@@ -18,7 +18,10 @@ with warnings.catch_warnings():
         pass
 
 # Hypothesis: a CI-sized profile, loaded by default (HYPOTHESIS_PROFILE picks another registered one).
-settings.register_profile("ci", max_examples=25, deadline=None)
+# "ci" (the default) replays the same examples every run, so CI is reproducible; "explore" draws
+# new random examples (HYPOTHESIS_PROFILE=explore python -m pytest, ideally with ATLAS_FUZZ_SCALE)
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
+settings.register_profile("explore", max_examples=100, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -128,6 +128,36 @@ def apply_to_atlas(a, ops):
             raise AssertionError(op)
 '''
 
+# the end of every writer script: run the loop once ("fresh"), or serve forked writers
+FORK_SERVER_SRC = r'''
+warm_up()
+if mode == "fresh":
+    loop(sys.argv[5])
+else:
+    # fork server: each "run <markers> <budget>" line forks a writer, waits, reports its status
+    print("server-ready", flush=True)
+    for line in sys.stdin:
+        _, markers, budget = line.split()
+        if budget == "-":
+            os.environ.pop("ATLAS_PENDING_BUDGET", None)
+        else:
+            os.environ["ATLAS_PENDING_BUDGET"] = budget
+        pid = os.fork()
+        if pid == 0:
+            try:
+                loop(markers)
+            except BaseException:
+                traceback.print_exc()
+                sys.stderr.flush()
+                with open(markers, "a") as f:
+                    f.write("error\n")
+                os._exit(1)
+            os._exit(0)
+        sys.stdin.readline()  # "reap": the writer was killed (until reaped, its pid cannot be reused)
+        _, status = os.waitpid(pid, 0)
+        print(f"status {status}", flush=True)
+'''
+
 CHILD_SRC = r'''
 import os, shutil, sys, traceback
 
@@ -193,33 +223,7 @@ def loop(markers):
         r += 1
 
 
-warm_up()
-if mode == "fresh":
-    loop(sys.argv[5])
-else:
-    # fork server: each "run <markers> <budget>" line forks a writer, waits, reports its status
-    print("server-ready", flush=True)
-    for line in sys.stdin:
-        _, markers, budget = line.split()
-        if budget == "-":
-            os.environ.pop("ATLAS_PENDING_BUDGET", None)
-        else:
-            os.environ["ATLAS_PENDING_BUDGET"] = budget
-        pid = os.fork()
-        if pid == 0:
-            try:
-                loop(markers)
-            except BaseException:
-                traceback.print_exc()
-                sys.stderr.flush()
-                with open(markers, "a") as f:
-                    f.write("error\n")
-                os._exit(1)
-            os._exit(0)
-        sys.stdin.readline()  # "reap": the writer was killed (until reaped, its pid cannot be reused)
-        _, status = os.waitpid(pid, 0)
-        print(f"status {status}", flush=True)
-'''
+''' + FORK_SERVER_SRC
 
 
 def _load_plan() -> dict[str, Any]:

@@ -34,7 +34,7 @@ obstore = pytest.importorskip("obstore", reason="obstore is not installed (pip i
 
 import atlas  # noqa: E402
 import test_crash  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-relative "prepend" import mode)
-from test_crash import PLAN_SRC, Model, _load_plan, _read_lines, _Writers, check_store  # noqa: E402
+from test_crash import FORK_SERVER_SRC, PLAN_SRC, Model, _load_plan, _read_lines, _Writers, check_store  # noqa: E402
 
 # --------------------------------------------------------------------------- the child
 # The protocol of test_crash's child ("fresh" or fork "server"; run/reap lines), so that
@@ -132,32 +132,7 @@ def loop(markers):
         r += 1
 
 
-warm_up()
-if mode == "fresh":
-    loop(sys.argv[5])
-else:
-    print("server-ready", flush=True)
-    for line in sys.stdin:
-        _, markers, budget = line.split()
-        if budget == "-":
-            os.environ.pop("ATLAS_PENDING_BUDGET", None)
-        else:
-            os.environ["ATLAS_PENDING_BUDGET"] = budget
-        pid = os.fork()
-        if pid == 0:
-            try:
-                loop(markers)
-            except BaseException:
-                traceback.print_exc()
-                sys.stderr.flush()
-                with open(markers, "a") as f:
-                    f.write("error\n")
-                os._exit(1)
-            os._exit(0)
-        sys.stdin.readline()  # "reap"
-        _, status = os.waitpid(pid, 0)
-        print(f"status {status}", flush=True)
-'''
+''' + FORK_SERVER_SRC
 
 
 # --------------------------------------------------------------------------- the server side

@@ -236,7 +236,7 @@ class DatasetMeta:
         ns = len(schemas)
         for k, r in arrays_d.items():
             aid, sno, st = r
-            if type(aid) is not int or type(sno) is not int or not 0 <= sno < ns or aid < 0:
+            if type(aid) is not int or type(sno) is not int or not 0 <= sno < ns or not 0 <= aid < 2**63:
                 raise ValueError(f"array {k!r} has a bad entry {r!r}")
             if st is not None and (len(st) != 3 or type(st[0]) is not int):
                 raise ValueError(f"array {k!r} has bad stats {st!r}")

@@ -102,12 +102,12 @@ class ChunkIndex:
             )
         except Exception as e:  # noqa: BLE001
             raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e
-        problem = idx.check(folder)
+        problem = idx.check(folder, codec)
         if problem:
             raise CorruptStoreError(f"{where}: chunk index is inconsistent: {problem}")
         return idx
 
-    def check(self, folder: str | None = None) -> str:
+    def check(self, folder: str | None = None, codec: str | None = None) -> str:
         """What is structurally wrong with this index ("" if nothing): column lengths, ranges,
         chunk pieces inside their frames, ``(aid, cid)`` strictly increasing, segment paths."""
         c, f = self.chunks, self.frames
@@ -123,6 +123,14 @@ class ChunkIndex:
         if nf and (min(int(f[k].min()) for k in ("off", "clen", "rlen")) < 0
                    or max(int(f[k].max()) for k in ("off", "clen", "rlen")) > 2**62):
             return "frame offset or length out of range"
+        if nf:  # compressed vs decoded sizes within what the codec can produce
+            clen, rlen = f["clen"], f["rlen"]
+            if codec == "none" and (clen != rlen).any():
+                return "stored and decoded sizes of an uncompressed frame differ"
+            if (clen > rlen + rlen // 128 + 1024).any():
+                return "frame larger than its codec's worst case"
+            if codec == "lz4" and (rlen > 256 * clen + 64).any():
+                return "frame decodes to more than lz4 can"
         if n:
             fr = c["frame"]
             if fr.min() < 0 or fr.max() >= nf:

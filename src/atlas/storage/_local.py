@@ -67,9 +67,10 @@ class LocalStorage(Storage):
     def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
         fd = self._fd(path)
         out: list[Buffer] = []
+        size = os.fstat(fd).st_size  # a damaged index must not make us allocate past the file's end
         for s, e in zip(starts, ends):
             n = int(e) - int(s)
-            b = os.pread(fd, n, int(s))
+            b = os.pread(fd, n, int(s)) if int(e) <= size else b""
             if len(b) != n:
                 from ..errors import CorruptStoreError
 
