@@ -814,3 +814,23 @@ def test_100k_datasets(tmp_path, fmt):
     print(f"\n100k datasets ({fmt}): " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
           + f"; metadata {os.path.getsize(path / 'atlas.meta') / 1e6:.1f} MB")
     assert sum(timings.values()) < 120, timings  # generous: ~12 s on a 2-core VM
+
+
+def test_writing_into_a_chunk_too_large_to_build_is_refused(tmp_path):
+    """A chunk is built whole in memory: writing one cell of an 80 GB one-chunk array must fail
+    clearly (before allocating anything), not exhaust the machine; reads and stats still work."""
+    s = Atlas.create(tmp_path / "s")
+    d = s.create_dataset("d")
+    d.define_array("huge", "float64", ["y", "x"], [100_000, 100_000], fill_value=float("nan"))  # one 80 GB chunk
+    d.define_array("words", "string", ["x"], [2**29])
+    with pytest.raises(ValueError, match="'huge'.*chunk_shape"):
+        d.write_array("huge", [5, 5], np.ones((1, 1)))
+    with pytest.raises(ValueError, match="'words'.*chunk_shape"):
+        d.write_array("words", [0], np.array(["a"], dtype=object))
+    d.define_array("ok", "float64", ["y", "x"], [100_000, 100_000], [1000, 1000])
+    d.write_array("ok", [5, 5], np.ones((1, 1)))
+    s.flush()
+    back = Atlas.open(tmp_path / "s").open_dataset("d")
+    assert np.isnan(back.read_array("huge", [0, 0], [2, 2])).all()
+    assert back.read_array("ok", [5, 5], [1, 1]).tolist() == [[1.0]]
+    assert back.array_stats("huge") == {"row_count": 10**10, "null_count": 10**10, "min": None, "max": None}

@@ -24,6 +24,7 @@ from .storage import Storage
 
 SOLO_FRAME = 16 * 1024  # a chunk this large is compressed on its own, when it is written
 FRAME_TARGET = 64 * 1024  # smaller chunks are packed into frames of about this raw size
+MAX_CHUNK_BYTES = 2**31 - 2**25  # a chunk is built whole in memory and compressed as one frame (lz4's limit)
 FRAME_CACHE_BYTES = 32 * 1024 * 1024  # decoded packed frames kept for neighbouring small-chunk reads
 COALESCE_GAP = 64 * 1024  # frames of one segment closer than this are fetched in one read
 COALESCE_MAX = 2 * 1024 * 1024  # ... as long as the read stays below this size (so decoding can start early)
@@ -433,6 +434,12 @@ class Engine:
         """Buffer ``data`` (storage-typed, C-contiguous) at ``start`` as pending chunks."""
         if m.layout.empty or data.size == 0:
             return
+        if m.chunk_elems * (8 if m.is_string else m.sdtype.itemsize) > MAX_CHUNK_BYTES:
+            raise ValueError(
+                f"array {name!r}: its chunks ({list(m.chunk)}, {m.chunk_elems * m.sdtype.itemsize / 2**30:.1f} GiB "
+                f"of {m.dtype} each) are too large to write (at most {MAX_CHUNK_BYTES / 2**30:.1f} GiB); "
+                "define it with a smaller chunk_shape (chunk_shape defaults to the whole shape)"
+            )
         if m.single_chunk and not m.is_string and data.shape == m.shape:
             # the write is the whole one-chunk array: its bytes are the chunk; stats wait for the flush
             nb = data.nbytes
