@@ -128,8 +128,30 @@ def apply_to_atlas(a, ops):
             raise AssertionError(op)
 '''
 
-# the end of every writer script: run the loop once ("fresh"), or serve forked writers
+# the end of every writer script (it defines ``scratch``, ``one_round`` and ``loop``): warm up, then
+# run the loop once ("fresh"), or serve forked writers
 FORK_SERVER_SRC = r'''
+def warm_up():
+    # numba compiles (or loads from its cache) every kernel on a local scratch store, before
+    # "ready"; no obstore call happens before a fork (its runtime threads would not survive it)
+    shutil.rmtree(scratch, ignore_errors=True)
+    fsync, os.fsync = os.fsync, lambda fd: None  # the scratch store need not be durable
+    try:
+        w = atlas.Atlas.create(scratch)
+        for r in range(6):
+            one_round(w, r, lambda s: None)
+        w = atlas.Atlas.open(scratch)
+        for name in w.list_datasets():
+            ds = w.open_dataset(name)
+            for arr in ds.list_arrays():
+                ds.read_array(arr)
+                ds.array_stats(arr)
+        del w
+    finally:
+        os.fsync = fsync
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 warm_up()
 if mode == "fresh":
     loop(sys.argv[5])
@@ -178,26 +200,6 @@ def one_round(a, r, mark):
         mark(f"compacting {r}")
         a.compact()
         mark(f"compacted {r}")
-
-
-def warm_up():
-    # numba compiles (or loads from its cache) every kernel on a scratch store, before "ready"
-    shutil.rmtree(scratch, ignore_errors=True)
-    fsync, os.fsync = os.fsync, lambda fd: None  # the scratch store need not be durable
-    try:
-        w = atlas.Atlas.create(scratch)
-        for r in range(6):
-            one_round(w, r, lambda s: None)
-        w = atlas.Atlas.open(scratch)
-        for name in w.list_datasets():
-            ds = w.open_dataset(name)
-            for arr in ds.list_arrays():
-                ds.read_array(arr)
-                ds.array_stats(arr)
-        del w
-    finally:
-        os.fsync = fsync
-    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def loop(markers):

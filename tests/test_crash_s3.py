@@ -77,27 +77,6 @@ def one_round(a, r, mark):
         mark(f"compacted {r} {time.monotonic() - t:.4f}")
 
 
-def warm_up():
-    # numba compiles (or loads from its cache) every kernel, on a local scratch store: no
-    # obstore call before a fork (its runtime threads would not survive it)
-    shutil.rmtree(scratch, ignore_errors=True)
-    fsync, os.fsync = os.fsync, lambda fd: None
-    try:
-        w = atlas.Atlas.create(scratch)
-        for r in range(6):
-            one_round(w, r, lambda s: None)
-        w = atlas.Atlas.open(scratch)
-        for name in w.list_datasets():
-            ds = w.open_dataset(name)
-            for arr in ds.list_arrays():
-                ds.read_array(arr)
-                ds.array_stats(arr)
-        del w
-    finally:
-        os.fsync = fsync
-    shutil.rmtree(scratch, ignore_errors=True)
-
-
 def loop(markers):
     # the process that gets killed: open (or create) its store, then rounds until killed
     with open(markers) as f:
