@@ -70,7 +70,8 @@ def validate_name(name: Any, what: str) -> str:
 class Layout:
     """Values derived from a schema, computed once per distinct schema (kernels use rank >= 1)."""
 
-    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "empty", "sdtype", "chunk_elems", "fill_storage", "is_float",
+    __slots__ = ("kshape", "kchunk", "kchunk_t", "single_chunk", "empty", "sdtype", "chunk_elems", "chunk_nbytes",
+                 "fill_storage", "is_float",
                  "stat_types", "stat_range")
 
     def __init__(self, dtype: str, shape: tuple[int, ...], chunk: tuple[int, ...], fill: Any) -> None:
@@ -82,6 +83,7 @@ class Layout:
         self.single_chunk = not self.empty and all(c >= s for c, s in zip(kc, shape or (1,)))
         self.sdtype = D.storage_dtype(dtype)
         self.chunk_elems = math.prod(kc)
+        self.chunk_nbytes = self.chunk_elems * self.sdtype.itemsize  # of the cells (strings: their pointers)
         self.fill_storage = D.fill_storage_value(dtype, fill)
         self.is_float = self.sdtype.kind == "f"
         # what a stored min/max may be (checked when metadata is decoded)
@@ -135,6 +137,11 @@ class ArrayMeta:
     @property
     def chunk_elems(self) -> int:
         return self.layout.chunk_elems
+
+    @property
+    def chunk_nbytes(self) -> int:
+        """Bytes of one decoded numeric chunk's cells (for strings: 8 per cell, an in-memory estimate)."""
+        return self.layout.chunk_nbytes
 
     @property
     def fill_storage(self) -> Any:
@@ -238,20 +245,18 @@ class DatasetMeta:
             aid, sno, st = r
             if type(aid) is not int or type(sno) is not int or not 0 <= sno < ns or not 0 <= aid < 2**63:
                 raise ValueError(f"array {k!r} has a bad entry {r!r}")
-            if st is not None and (len(st) != 3 or type(st[0]) is not int):
-                raise ValueError(f"array {k!r} has bad stats {st!r}")
             arrays[k] = ArrayMeta.from_row(r, schemas[sno])
         return cls(name, attrs, arrays)
 
 
-def _is_int(v: Any) -> bool:
+def _exact_int(v: Any) -> bool:
     return type(v) is int
 
 
 _ATTR_CHECK = {
     "bool": lambda v: type(v) is bool,
-    "int64": _is_int,
-    D.TIMESTAMP: _is_int,
+    "int64": _exact_int,
+    D.TIMESTAMP: _exact_int,
     "float64": lambda v: type(v) in (int, float) or v in ("NaN", "Infinity", "-Infinity", "nan", "inf", "-inf"),
     "string": lambda v: type(v) is str,
 }

@@ -28,7 +28,7 @@ import traceback
 from typing import Any, Optional, Sequence
 
 from ._version import __version__
-from .errors import AtlasError
+from .errors import AtlasError, one_line
 
 log = logging.getLogger(__name__)
 _progress_log = logging.getLogger("atlas.progress")
@@ -42,15 +42,6 @@ class CliError(AtlasError):
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _message(e: BaseException) -> str:
-    """The exception's message on one line."""
-    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
-        text = e.args[0]  # str(KeyError) would add quotes
-    else:
-        text = str(e) or type(e).__name__
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
 def _fmt_bytes(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -453,7 +444,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except _USER_ERRORS as e:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
-        print(f"atlas {args.command}: error: {_message(e)}", file=sys.stderr)
+        print(f"atlas {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1
     finally:
         pkg.removeHandler(handler)

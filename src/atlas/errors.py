@@ -8,6 +8,15 @@ working while ``except atlas.AtlasError`` catches everything the library raises 
 from __future__ import annotations
 
 
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (a ``KeyError``'s without the quotes ``str`` adds)."""
+    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
+        text = e.args[0]
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 class AtlasError(Exception):
     """Root of every error raised deliberately by atlas."""
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .._meta import validate_name
 from .._progress import Progress, ProgressArg, check
-from ..errors import IngestError
+from ..errors import IngestError, one_line
 
 if TYPE_CHECKING:
     from ..store import Atlas
@@ -121,12 +121,12 @@ def ingest(store: "Atlas", files: Sequence[str], name_from: str = "stem", engine
                 try:
                     ds = fut.result()
                 except Exception as e:
-                    raise IngestError(f"cannot open {path!r}: {_one_line(e)}; nothing was ingested") from e
+                    raise IngestError(f"cannot open {path!r}: {one_line(e)}; nothing was ingested") from e
                 submit()
                 try:
                     store.add_xr_dataset(ds, name)
                 except Exception as e:
-                    raise IngestError(f"cannot ingest {path!r} as dataset {name!r}: {_one_line(e)}; "
+                    raise IngestError(f"cannot ingest {path!r} as dataset {name!r}: {one_line(e)}; "
                                       "nothing was ingested") from e
                 added.append(name)
                 log.debug("added %s as %r", path, name)
@@ -138,11 +138,3 @@ def ingest(store: "Atlas", files: Sequence[str], name_from: str = "stem", engine
                 store.delete_dataset(name)
             raise
     return added
-
-
-def _one_line(e: BaseException) -> str:
-    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
-        text = e.args[0]
-    else:
-        text = str(e) or type(e).__name__
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
