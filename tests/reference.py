@@ -1,6 +1,6 @@
 """Plain NumPy / Python references for the Numba kernels in ``atlas._kernels``.
 
-Written from the kernels' docstrings (and from how ``atlas._engine`` calls them), not from
+Written from the kernels' docstrings (and from how ``atlas._read`` calls them), not from
 their loops: chunk grids are enumerated with ``itertools.product`` and intersected as
 ranges, copies are NumPy slice assignments on reshaped byte blocks, statistics are NumPy
 masks, and ``lookup`` is a dict.

@@ -407,11 +407,11 @@ def test_ingest_creates_store_and_matches_xarray(capsys, tmp_path, nc_dir):
 
 def test_ingest_into_existing_store_flushes_once(capsys, store_path, nc_dir):
     files = [str(nc_dir / "obs_00.nc"), str(nc_dir / "obs_01.nc")]
-    gen = atlas.Atlas.open(store_path)._meta.generation
+    gen = atlas.Atlas.open(store_path).generation
     code, out, err = run(capsys, "ingest", store_path, *files)  # plain paths work as patterns
     assert code == 0, err
     s = atlas.Atlas.open(store_path)
-    assert s._meta.generation == gen + 1  # one flush for the whole ingest
+    assert s.generation == gen + 1  # one flush for the whole ingest
     assert s.list_datasets() == ["jan", "feb", "obs_00", "obs_01"]
     with xr.open_dataset(files[1]) as ref:
         xr.testing.assert_identical(s.to_xarray("obs_01").load(), ref.load())
@@ -470,13 +470,13 @@ def test_ingest_errors(capsys, tmp_path, store_path, nc_dir):
 def test_ingest_is_all_or_nothing(capsys, store_path, nc_dir):
     (nc_dir / "obs_02.nc").write_bytes(b"this is not a netCDF file")
     before = atlas.Atlas.open(store_path)
-    gen, names = before._meta.generation, before.list_datasets()
+    gen, names = before.generation, before.list_datasets()
     code, out, err = run(capsys, "ingest", store_path, nc_dir / "*.nc", "-j", "2")
     assert code == 1 and out == ""
     line = one_error_line(err)
     assert "cannot open" in line and "obs_02.nc" in line and "nothing was ingested" in line
     after = atlas.Atlas.open(store_path)
-    assert (after._meta.generation, after.list_datasets()) == (gen, names)
+    assert (after.generation, after.list_datasets()) == (gen, names)
     code, _, err = run(capsys, "-v", "ingest", store_path, nc_dir / "*.nc")
     assert code == 1 and "Traceback" in err
 

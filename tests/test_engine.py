@@ -41,9 +41,9 @@ def test_pending_spills_past_budget_and_flushes_whole(tmp_path, monkeypatch):
         ds.write_array("big", [0, 0], big)
         ds.write_array("small", [0], small)
         ref[f"d{i}"] = (big, small)
-    eng = store._engine
-    assert eng.pending.spilled > 0, "nothing was spilled although pending data exceeds the budget"
-    assert eng.pending.mem <= 64 * 1024 + 64 * 64 * 8
+    pend = store._state.txn.pending
+    assert pend.spilled > 0, "nothing was spilled although pending data exceeds the budget"
+    assert pend.mem <= 64 * 1024 + 64 * 64 * 8
     assert _listing(path) == before, "the store changed before flush()"
     # reads see spilled pending writes
     np.testing.assert_array_equal(store.open_dataset("d3").read_array("big"), ref["d3"][0])
@@ -52,7 +52,7 @@ def test_pending_spills_past_budget_and_flushes_whole(tmp_path, monkeypatch):
     store.open_dataset("d3").write_array("big", [1, 1], np.full((2, 2), 7.0))
     ref["d3"][0][1:3, 1:3] = 7.0
     store.flush()
-    assert eng.pending.mem == 0 and not eng.pending
+    assert not store._state.txn.pending and not store._state.txn.changed
     reopened = atlas.Atlas.open(path)
     for name, (big, small) in ref.items():
         ds = reopened.open_dataset(name)

@@ -50,8 +50,8 @@ from hypothesis import strategies as st
 
 import atlas
 from atlas import _metaio, codecs
-from atlas._engine import Engine
-from atlas._meta import META_PATH, Physical, StoreMeta
+from atlas._frames import FrameReader
+from atlas._meta import META_PATH, IndexLocation, Physical, StoreMeta
 from atlas._segments import CHUNK_COLUMNS, FRAME_COLUMNS, ChunkIndex
 from atlas.errors import AtlasError, CorruptStoreError, StoreFormatError
 
@@ -588,7 +588,7 @@ def test_chunk_index_decode_of_random_bytes_raises_corrupt(data, codec, raw):
 
 
 class _MemStorage:
-    """The two things ``Engine.index`` needs from a storage: ``read_ranges`` and ``location``."""
+    """The two things ``FrameReader.load_index`` needs from a storage: ``read_ranges`` and ``location``."""
 
     location = "mem://store"
 
@@ -610,10 +610,10 @@ class _MemStorage:
 def test_chunk_index_footer_damage_is_caught_by_its_checksum(idx, codec, prefix, data):
     footer, raw = idx.encode(codec)
     seg = "arrays/00000-a/s00000001-00000000.seg"
-    loc = (seg, len(prefix), len(footer), raw, codecs.checksum(footer))
-    # intact: the engine reads it back exactly
-    eng = Engine(_MemStorage({seg: prefix + footer}), codec)
-    assert _same_index(eng.index("a", Physical("arrays/00000-a", loc)), idx)
+    loc = IndexLocation(seg, len(prefix), len(footer), raw, codecs.checksum(footer))
+    # intact: it reads back exactly
+    fr = FrameReader(_MemStorage({seg: prefix + footer}), codec)
+    assert _same_index(fr.load_index("a", Physical("arrays/00000-a", loc)), idx)
     # damaged: flipped bits anywhere in the footer, or a shortened footer length
     kind = data.draw(st.sampled_from(["flip", "short"]), label="kind")
     blob = bytearray(footer)
@@ -621,10 +621,10 @@ def test_chunk_index_footer_damage_is_caught_by_its_checksum(idx, codec, prefix,
         for b in data.draw(st.lists(st.integers(0, 8 * len(blob) - 1), min_size=1, max_size=3, unique=True), label="bits"):
             blob[b // 8] ^= 1 << (b % 8)
     else:
-        loc = (seg, len(prefix), data.draw(st.integers(0, len(footer) - 1), label="len"), raw, loc[4])
-    eng = Engine(_MemStorage({seg: prefix + bytes(blob)}), codec)
+        loc = IndexLocation(seg, len(prefix), data.draw(st.integers(0, len(footer) - 1), label="len"), raw, loc.crc)
+    fr = FrameReader(_MemStorage({seg: prefix + bytes(blob)}), codec)
     with pytest.raises(CorruptStoreError, match="s00000001-00000000.seg"):
-        eng.index("a", Physical("arrays/00000-a", loc))
+        fr.load_index("a", Physical("arrays/00000-a", loc))
 
 
 _i64_cols = st.lists(st.one_of(st.integers(-3, 40), st.sampled_from([I64_MIN, I64_MAX, 2**40])), max_size=6)

@@ -85,7 +85,7 @@ def fill_choice(draw, kind, allow_none=True):
 
 
 def kernel_fill_args(kind: str, fill):
-    """Arguments ``(has_fill, fill, fill_is_nan, skip_nan, skip_value, skip)`` the way _engine passes them."""
+    """Arguments ``(has_fill, fill, fill_is_nan, skip_nan, skip_value, skip)`` the way atlas._stats passes them."""
     dt = storage_dtype(kind)
     fv = dt.type(0 if fill is None else fill)
     fill_is_nan = dt.kind == "f" and bool(np.isnan(fv))
@@ -238,7 +238,7 @@ def chunked_array_case(draw):
 @settings(max_examples=30, deadline=None)
 @given(chunked_array_case())
 def test_plan_box_and_copy_boxes_gather_a_box(case):
-    """plan_box + copy_boxes as _engine.read uses them == NumPy slicing of the whole array."""
+    """plan_box + copy_boxes as _read.read uses them == NumPy slicing of the whole array."""
     kind, arr, shape, chunk, start, count = case
     dt = arr.dtype
     isz = dt.itemsize

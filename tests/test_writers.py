@@ -76,7 +76,7 @@ CHILD_READER = textwrap.dedent("""
         for k, n in enumerate(names):
             assert (stack[k] == r).all(), (n, r, stack[k][:3])
             assert (ws[k] == r).all(), (n, r, ws[k][:3])
-        seen.add(s._meta.generation)
+        seen.add(s.generation)
         checks += 1
     print(json.dumps({"generations": len(seen), "checks": checks, "reopened": reopen}), flush=True)
 """)

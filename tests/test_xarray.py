@@ -25,7 +25,8 @@ from hypothesis.extra import numpy as hnp
 
 import atlas
 from atlas import Atlas
-from atlas._engine import Engine
+from atlas import _read
+from atlas._frames import FrameReader
 from atlas.storage import LocalStorage
 
 HYP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -75,23 +76,23 @@ class Counter:
 
     def __init__(self, monkeypatch):
         self.c = collections.Counter()
-        read, decode, ranges = Engine.read, Engine._decode, LocalStorage.read_ranges
+        read, decode, ranges = _read.read, FrameReader.decode, LocalStorage.read_ranges
         c = self.c
 
-        def counted_read(eng, name, *a, **k):
+        def counted_read(view, name, *a, **k):
             c["read:" + name] += 1
-            return read(eng, name, *a, **k)
+            return read(view, name, *a, **k)
 
-        def counted_decode(eng, *a, **k):
+        def counted_decode(fr, *a, **k):
             c["decode"] += 1
-            return decode(eng, *a, **k)
+            return decode(fr, *a, **k)
 
         def counted_ranges(stor, path, starts, ends):
             c["ranges"] += 1
             return ranges(stor, path, starts, ends)
 
-        monkeypatch.setattr(Engine, "read", counted_read)
-        monkeypatch.setattr(Engine, "_decode", counted_decode)
+        monkeypatch.setattr(_read, "read", counted_read)
+        monkeypatch.setattr(FrameReader, "decode", counted_decode)
         monkeypatch.setattr(LocalStorage, "read_ranges", counted_ranges)
 
     def __getitem__(self, k):
@@ -683,7 +684,7 @@ _STREAM_SCRIPT = textwrap.dedent(r"""
              for i in (0, NB // 2, NB - 1))
     print(json.dumps({"rss_growth": peak[0] - base, "traced_peak": traced_peak, "computed": computed,
                       "chunk_shape": view.array_meta("big")["chunk_shape"], "values_ok": ok,
-                      "spilled": store._engine.pending.spilled}))
+                      "spilled": store._state.txn.pending.spilled}))
 """)
 
 

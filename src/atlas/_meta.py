@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
@@ -197,6 +197,12 @@ class ArrayMeta:
         m.__dict__ = {**schema.__dict__, "aid": row[0], "stats": stats, "layout": lay}
         return m
 
+    def with_stats(self, stats: dict[str, Any] | None) -> "ArrayMeta":
+        """A copy of this instance with other stats (instances in a snapshot are never mutated)."""
+        m = ArrayMeta.__new__(ArrayMeta)
+        m.__dict__ = {**self.__dict__, "stats": stats}
+        return m
+
     @classmethod
     def schema_from_dict(cls, d: dict[str, Any]) -> "ArrayMeta":
         """Decode one schema of the metadata table, checked (``ValueError``/``TypeError`` if malformed)."""
@@ -221,6 +227,10 @@ class DatasetMeta:
     name: str
     attrs: dict[str, tuple[str, Any]] = field(default_factory=dict)
     arrays: dict[str, ArrayMeta] = field(default_factory=dict)
+
+    def copy(self) -> "DatasetMeta":
+        """A copy whose attribute and array tables can be changed without touching this one."""
+        return DatasetMeta(self.name, dict(self.attrs), dict(self.arrays))
 
     def to_blob(self, schema_no: Any, fmt: str) -> Any:
         """This dataset as one opaque value of the metadata file (decoded only when used)."""
@@ -298,10 +308,10 @@ class Datasets(dict):  # type: ignore[type-arg]
         return default if v is _MISSING else self._load(name, v)
 
     def values(self) -> list[DatasetMeta]:  # type: ignore[override]
-        return [self._load(k, v) for k, v in dict.items(self)]
+        return [self._load(k, v) for k, v in list(dict.items(self))]  # list(): one atomic step under the GIL
 
     def items(self) -> list[tuple[str, DatasetMeta]]:  # type: ignore[override]
-        return [(k, self._load(k, v)) for k, v in dict.items(self)]
+        return [(k, self._load(k, v)) for k, v in list(dict.items(self))]
 
     def pop(self, name: Any, *default: Any) -> Any:
         v = dict.pop(self, name, *default)
@@ -310,16 +320,32 @@ class Datasets(dict):  # type: ignore[type-arg]
     def raw_items(self) -> Any:
         return dict.items(self)
 
+    def copy(self) -> "Datasets":
+        """A shallow copy (entries are shared; decoded or not) over the same schema table."""
+        d = Datasets(self.schemas)
+        dict.update(d, dict.items(self))
+        return d
+
 
 _MISSING = object()
 
 
-@dataclass
+class IndexLocation(NamedTuple):
+    """Where the chunk index footer of one array name lies: a byte range of one segment."""
+
+    segment: str
+    offset: int
+    length: int
+    raw_length: int
+    crc: int
+
+
+@dataclass(frozen=True)
 class Physical:
-    """Where the data of one array name lives: its folder and its current index footer."""
+    """Where the data of one array name lives: its folder and its current index footer (immutable)."""
 
     dir: str
-    index: tuple[str, int, int, int, int] | None = None  # (segment path, offset, length, raw length, crc)
+    index: IndexLocation | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"dir": self.dir, "index": list(self.index) if self.index else None}
@@ -339,7 +365,7 @@ class Physical:
         nums = (off, ln, raw, crc)
         if any(type(v) is not int or v < 0 for v in nums) or crc >= 2**32 or off + ln > 2**62:
             raise ValueError(f"bad index location {idx!r}")
-        return cls(folder, (seg, off, ln, raw, crc))
+        return cls(folder, IndexLocation(seg, off, ln, raw, crc))
 
 
 def _inside(path: str, prefix: str) -> bool:
@@ -371,6 +397,16 @@ class StoreMeta:
             slug = _SLUG.sub("_", array)[:40].strip("._") or "a"
             p = self.physical[array] = Physical(f"arrays/{len(self.physical):05d}-{slug}")
         return p
+
+    def copy(self) -> "StoreMeta":
+        """A copy-on-write copy: its own dataset and physical tables over shared, unchanged entries.
+
+        A committed snapshot's metadata is never changed; a transaction edits a copy (and
+        copies a dataset's entry before changing it, see ``DatasetMeta.copy``).
+        """
+        return StoreMeta(codec=self.codec, datasets=self.datasets.copy(), physical=dict(self.physical),
+                         next_id=self.next_id, generation=self.generation, uid=self.uid,
+                         _schema_index=self._schema_index)
 
     def to_dict(self, fmt: str = "json") -> dict[str, Any]:
         table = self.datasets.schemas  # append-only, so undecoded datasets keep valid numbers

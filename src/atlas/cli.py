@@ -106,17 +106,18 @@ def _open(path: str) -> Any:
 
 def _dataset(store: Any, name: str) -> Any:
     if not store.dataset_exists(name):
-        raise KeyError(f"no dataset named {name!r} in {store._storage.location!r}")
+        raise KeyError(f"no dataset named {name!r} in {store.location!r}")
     return store.open_dataset(name)
 
 
 def _store_sizes(store: Any) -> tuple[int, dict[str, tuple[int, int]]]:
     """Bytes of the whole store and ``{array name: (bytes, files)}`` of each array's folder."""
-    storage = store._storage
+    state = store._state  # the internal interface (atlas._state.StoreState)
+    storage = state.storage
     files = storage.list()
     total = storage.size_of(files)
     per: dict[str, tuple[int, int]] = {}
-    for name, phys in store._meta.physical.items():
+    for name, phys in state.meta.physical.items():
         prefix = phys.dir.rstrip("/") + "/"
         mine = [f for f in files if f.startswith(prefix)]
         per[name] = (storage.size_of(mine) if mine else 0, len(mine))
@@ -159,11 +160,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         e.setdefault("bytes", 0)
         e.setdefault("files", 0)
     info = {
-        "location": store._storage.location,
+        "location": store.location,
         "codec": store.codec,
         "meta_format": store.meta_format,
         "meta_compression": store.meta_compression,
-        "generation": store._meta.generation,
+        "generation": store.generation,
         "datasets": len(names),
         "bytes": total,
         "arrays": arrays,
@@ -281,8 +282,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show)
     store.flush()
     dt = time.perf_counter() - t0
-    print(f"ingested {len(paths)} files into {store._storage.location} "
-          f"({len(store.list_datasets())} datasets, generation {store._meta.generation}) in {dt:.2f} s")
+    print(f"ingested {len(paths)} files into {store.location} "
+          f"({len(store.list_datasets())} datasets, generation {store.generation}) in {dt:.2f} s")
     return 0
 
 
@@ -293,7 +294,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() if args.progress is None else args.progress
     store.compact(progress=show)
     after, _ = _store_sizes(store)
-    print(f"compacted {store._storage.location}: {_fmt_bytes(before)} -> {_fmt_bytes(after)} "
+    print(f"compacted {store.location}: {_fmt_bytes(before)} -> {_fmt_bytes(after)} "
           f"({before - after} bytes freed) in {time.perf_counter() - t0:.2f} s")
     return 0
 
@@ -304,9 +305,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if problems:
         for p in problems:
             print(p)
-        print(f"{store._storage.location}: {len(problems)} problem(s) found", file=sys.stderr)
+        print(f"{store.location}: {len(problems)} problem(s) found", file=sys.stderr)
         return 1
-    print(f"{store._storage.location}: OK ({len(store.list_datasets())} datasets, generation {store._meta.generation})")
+    print(f"{store.location}: OK ({len(store.list_datasets())} datasets, generation {store.generation})")
     return 0
 
 

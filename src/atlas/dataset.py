@@ -45,10 +45,7 @@ class DatasetView:
         return self._name
 
     def _ds(self) -> DatasetMeta:
-        ds = self._atlas._meta.datasets.get(self._name)
-        if ds is None:
-            raise KeyError(f"dataset {self._name!r} no longer exists (deleted)")
-        return ds
+        return self._atlas._state.dataset(self._name)
 
     def _array(self, name: str) -> ArrayMeta:
         m = self._ds().arrays.get(name) if isinstance(name, str) else None
@@ -60,7 +57,7 @@ class DatasetView:
 
     def __repr__(self) -> str:
         """The dataset name and its arrays (or that it was deleted)."""
-        ds = self._atlas._meta.datasets.get(self._name)
+        ds = self._atlas._state.meta.datasets.get(self._name)
         if ds is None:
             return f"DatasetView(name={self._name!r}, deleted)"
         return f"DatasetView(name={self._name!r}, arrays={list(ds.arrays)!r}, attributes={len(ds.attrs)})"
@@ -109,14 +106,7 @@ class DatasetView:
             raise ValueError(f"array {name!r}: shape {list(shp)!r} / chunk_shape {list(chk)!r} too large: every size "
                              f"and the number of cells must stay below 2**63")
         fill = D.coerce_fill(dt, fill_value, name)
-        at = self._atlas
-        with at._engine.lock:
-            ds = self._ds()
-            if name in ds.arrays:
-                raise FileExistsError(f"array {name!r} is already defined in dataset {self._name!r} (delete_array first)")
-            aid = at._meta.new_id()
-            m = ds.arrays[name] = ArrayMeta(aid, dt, dims_t, shp, chk, fill)
-            at._dirty[aid] = (name, m)
+        self._atlas._state.define_array(self._name, name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill))
 
     def array_meta(self, array: str) -> Optional[dict[str, Any]]:
         """``{"dtype", "shape", "chunk_shape", "dimension_names"}``, or None if not defined here."""
@@ -152,24 +142,19 @@ class DatasetView:
 
     def delete_array(self, name: str) -> None:
         """Remove the array from this dataset (its chunks become garbage for ``compact``)."""
-        at = self._atlas
-        with at._engine.lock:
-            m = self._array(name)
-            del self._ds().arrays[name]
-            at._dirty.pop(m.aid, None)
-            at._dead.add(m.aid)
-            at._changed = True
+        self._array(name)  # the right error for a bad name
+        self._atlas._state.delete_array(self._name, name)
 
     # ------------------------------------------------------------------ data
     def write_array(self, name: str, start: Sequence[int], data: np.ndarray) -> None:
         """Write ``data`` (exact dtype, C-contiguous) into the box starting at ``start``."""
-        m = self._array(name)
-        arr = D.to_storage(m.dtype, data, name)
-        s = write_box(m.shape, start, arr.shape, name)
-        at = self._atlas
-        at._engine.write(name, at._meta.physical.get(name), m, s, arr)
-        with at._engine.lock:
-            at._dirty[m.aid] = (name, m)
+        self._array(name)  # the right error for a bad name
+
+        def check(m: ArrayMeta) -> tuple[Sequence[int], np.ndarray]:
+            arr = D.to_storage(m.dtype, data, name)
+            return write_box(m.shape, start, arr.shape, name), arr
+
+        self._atlas._state.write(self._name, name, start, data, check)
 
     def read_array(self, name: str, start: Optional[Sequence[int]] = None,
                    shape: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:
@@ -179,12 +164,13 @@ class DatasetView:
         """
         if not isinstance(name, str):
             raise TypeError(f"array name must be a str, got {type(name).__name__}: {name!r}")
-        m = self._ds().arrays.get(name)
+        st = self._atlas._state
+        txn = st.txn
+        m = st.dataset(self._name, txn).arrays.get(name)
         if m is None:
             return None
         s, c = read_box(m.shape, start, shape, name)
-        at = self._atlas
-        out = at._engine.read(name, at._meta.physical.get(name), [m], s, c)
+        out = st.read(txn, name, [m], s, c)
         return to_user(m, out[0, ...])
 
     def read_arrays(self, names: Sequence[str], start: Optional[Sequence[int]] = None,
@@ -206,9 +192,7 @@ class DatasetView:
 
     def _set_attr(self, key: str, value: Any, dtype: Optional[str] = None) -> None:
         kind, v = D.coerce_attribute(key, value, dtype)
-        with self._atlas._engine.lock:
-            self._ds().attrs[key] = (kind, v)
-            self._atlas._changed = True
+        self._atlas._state.set_attribute(self._name, key, (kind, v))
 
     def get_attribute(self, key: str) -> Any:
         """The attribute's value, or None if it is not set."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -11,10 +12,10 @@ import numpy as np
 from . import codecs
 from . import _metaio
 from ._box import read_box
-from ._engine import Engine
+from ._state import StoreState, Transaction
 from ._progress import Progress, ProgressArg, check as check_progress
 from .errors import StaleStoreError
-from ._meta import META_PATH, ArrayMeta, DatasetMeta, StoreMeta, validate_name
+from ._meta import META_PATH, ArrayMeta, StoreMeta, validate_name
 from .dataset import DatasetView, to_user
 from .storage import Storage, storage_for
 
@@ -26,9 +27,9 @@ def _reopen(storage: Storage, generation: int, uid: str = "") -> "Atlas":
     """Unpickle a store: reuse this process's handle unless it is older than the pickled one."""
     key = (type(storage).__name__, storage.location)
     st = _OPEN.get(key)
-    if st is None or st._meta.uid != uid or st._meta.generation < generation:
+    if st is None or st._state.meta.uid != uid or st.generation < generation:
         st = _OPEN[key] = Atlas.open(storage)
-    if st._meta.uid != uid:
+    if st._state.meta.uid != uid:
         raise StaleStoreError(
             f"the store at {storage.location!r} is not the one this object was pickled from "
             "(it was deleted and created again)"
@@ -42,18 +43,18 @@ class Atlas:
     Create one with :meth:`Atlas.create`, open one with :meth:`Atlas.open`. Every mutation
     stays in memory until :meth:`flush` (or :meth:`close`, or the end of a ``with`` block),
     which persists everything atomically.
+
+    One handle may be shared by any number of threads doing any mix of calls: every call is
+    atomic with respect to flushes and compactions, a read sees the last committed state plus
+    the pending changes as of one moment, and writes to the same chunk never lose an update.
     """
 
     def __init__(self, storage: Storage, meta: StoreMeta, meta_format: str, meta_compression: str) -> None:
         """Internal: use :meth:`Atlas.create` or :meth:`Atlas.open`."""
         self._storage = storage
-        self._meta = meta
         self._meta_format = meta_format
         self._meta_compression = meta_compression
-        self._engine = Engine(storage, meta.codec)
-        self._dirty: dict[int, tuple[str, ArrayMeta]] = {}  # instances defined or written since the last flush
-        self._dead: set[int] = set()  # instances deleted since the last flush
-        self._changed = False
+        self._state = StoreState(storage, meta, self._commit)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -71,8 +72,9 @@ class Atlas:
         storage = storage_for(source, create=True)
         if storage.exists(META_PATH):
             raise FileExistsError(f"an atlas store already exists at {storage.location!r}; use Atlas.open")
-        self = cls(storage, StoreMeta(codec=c, uid=uuid.uuid4().hex), mf, mc)
-        self._commit()
+        meta = StoreMeta(codec=c, uid=uuid.uuid4().hex)
+        self = cls(storage, meta, mf, mc)
+        self._commit(meta)
         log.info("created store at %s (codec=%s, meta=%s/%s)", storage.location, c, mf, mc)
         return self
 
@@ -88,26 +90,30 @@ class Atlas:
         obj, fmt, comp = _metaio.decode(data, where)
         return cls(storage, StoreMeta.from_dict(obj, where), fmt, comp)
 
-    def _commit(self) -> None:
-        data = _metaio.encode(self._meta.to_dict(self._meta_format), self._meta_format, self._meta_compression)
+    def _commit(self, meta: StoreMeta) -> None:
+        data = _metaio.encode(meta.to_dict(self._meta_format), self._meta_format, self._meta_compression)
         self._storage.commit(META_PATH, data)
 
     def flush(self) -> None:
         """Persist every pending change: one new segment per touched array name, then the metadata.
 
         Atomic and durable: a crash at any moment leaves the previous or the new state.
-        On error the pending changes stay in memory, so the flush can be retried.
+        On error the pending changes stay in memory, so the flush can be retried. Reads by
+        other threads during the flush see the state before it, whole, until it is published.
         """
-        eng = self._engine
-        with eng.lock:
-            if not eng.pending and not self._dirty and not self._changed:
-                return
-            eng.flush(self._meta, self._dirty, self._dead, self._commit)
-            n = len(self._dirty)
-            self._dirty = {}
-            self._dead = set()
-            self._changed = False
-        log.info("flushed %s (generation %d, %d array instances updated)", self._storage.location, self._meta.generation, n)
+        n = self._state.pending_count()[1]
+        if self._state.flush():
+            log.info("flushed %s (generation %d, %d array instances updated)", self._storage.location, self.generation, n)
+
+    def __del__(self) -> None:
+        state = getattr(self, "_state", None)
+        if state is None:
+            return
+        nds, narr = state.pending_count()
+        if state.txn.changed:
+            warnings.warn(f"atlas store at {self._storage.location!r} was dropped with unflushed changes: "
+                          f"{nds} dataset(s) and {narr} array(s) abandoned; call flush() or close() "
+                          "(or use a with block)", ResourceWarning, stacklevel=2)
 
     def close(self) -> None:
         """Flush (the spec's alias); the store stays usable afterwards."""
@@ -120,10 +126,11 @@ class Atlas:
         ``progress`` (False, True for a bar or log lines, or ``fn(done, total)``) counts the array names rewritten.
         """
         check_progress(progress)
-        with self._engine.lock:
+        st = self._state
+        with st.write_lock:
             self.flush()
-            with Progress(progress, len(self._meta.physical), "compact", "array") as bar:
-                freed = self._engine.compact(self._meta, self._commit, bar.update)
+            with Progress(progress, len(st.meta.physical), "compact", "array") as bar:
+                freed = st.compact(bar.update)
         log.info("compacted %s: %d bytes freed", self._storage.location, freed)
 
     def verify(self) -> list[str]:
@@ -132,8 +139,7 @@ class Atlas:
         Returns one line per problem found (an empty list when the store is sound); damaged
         data is reported, never returned. Pending (unflushed) changes are not checked.
         """
-        with self._engine.lock:
-            return self._engine.verify(self._meta)
+        return self._state.verify()
 
     def __enter__(self) -> "Atlas":
         """The store itself; leaving the block calls :meth:`close` (one flush)."""
@@ -146,7 +152,7 @@ class Atlas:
 
     def __repr__(self) -> str:
         """Location, counts, codec and metadata format, e.g. for a notebook cell."""
-        m = self._meta
+        m = self._state.meta
         return (f"Atlas({self._storage.location!r}, datasets={len(m.datasets)}, arrays={len(self.list_arrays())}, "
                 f"codec={m.codec!r}, meta_format={self._meta_format!r}, meta_compression={self._meta_compression!r}, "
                 f"generation={m.generation})")
@@ -154,10 +160,10 @@ class Atlas:
     # ------------------------------------------------------------------ pickling / dask
     def __reduce__(self) -> tuple[Any, ...]:
         # A store travels as its location: the receiving process reopens it (flushed state).
-        return (_reopen, (self._storage, self._meta.generation, self._meta.uid))
+        return (_reopen, (self._storage, self.generation, self._state.meta.uid))
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
-        return ("atlas.Atlas", type(self._storage).__name__, self._storage.location, self._meta.uid, self._meta.generation)
+        return ("atlas.Atlas", type(self._storage).__name__, self._storage.location, self._state.meta.uid, self.generation)
 
     # ------------------------------------------------------------------ xarray
     def add_xr_dataset(self, ds: Any, name: str, chunks: Optional[Any] = None) -> None:
@@ -211,7 +217,17 @@ class Atlas:
     @property
     def codec(self) -> str:
         """The chunk codec of this store."""
-        return self._meta.codec
+        return self._state.meta.codec
+
+    @property
+    def location(self) -> str:
+        """Where the store lives (a directory path or an object-store URL), as used in messages."""
+        return self._storage.location
+
+    @property
+    def generation(self) -> int:
+        """The number of the last committed state (each flush or compaction adds one)."""
+        return self._state.generation
 
     @property
     def meta_format(self) -> str:
@@ -227,50 +243,39 @@ class Atlas:
     def create_dataset(self, name: str) -> DatasetView:
         """A new, empty dataset (``FileExistsError`` if the name is taken)."""
         validate_name(name, "dataset")
-        with self._engine.lock:
-            if name in self._meta.datasets:
-                raise FileExistsError(f"dataset {name!r} already exists")
-            dict.__setitem__(self._meta.datasets, name, DatasetMeta(name))
-            self._changed = True
+        self._state.create_dataset(name)
         return DatasetView(self, name)
 
     def open_dataset(self, name: str) -> DatasetView:
         """The existing dataset ``name`` (``KeyError`` if there is none)."""
         if not isinstance(name, str):
             raise TypeError(f"dataset name must be a str, got {type(name).__name__}: {name!r}")
-        if name not in self._meta.datasets:
+        if name not in self._state.meta.datasets:
             raise KeyError(f"no dataset named {name!r}")
         return DatasetView(self, name)
 
     def delete_dataset(self, name: str) -> None:
         """Remove a dataset and its arrays (``KeyError`` if there is none); persisted by the next flush."""
-        with self._engine.lock:
-            ds = self._meta.datasets.pop(name, None) if isinstance(name, str) else None
-            if ds is None:
-                raise KeyError(f"no dataset named {name!r}")
-            for m in ds.arrays.values():
-                self._dirty.pop(m.aid, None)
-                self._dead.add(m.aid)
-            self._changed = True
+        self._state.delete_dataset(name)
 
     def list_datasets(self) -> list[str]:
         """Dataset names in creation order."""
-        return list(self._meta.datasets)
+        return list(self._state.meta.datasets)
 
     def list_arrays(self) -> list[str]:
         """Distinct array names across all datasets, in first-definition order."""
         seen: dict[str, None] = {}
-        for ds in self._meta.datasets.values():
+        for ds in self._state.meta.datasets.values():
             for a in ds.arrays:
                 seen.setdefault(a, None)
         return list(seen)
 
     def dataset_exists(self, name: str) -> bool:
         """Whether a dataset of that name exists."""
-        return isinstance(name, str) and name in self._meta.datasets
+        return isinstance(name, str) and name in self._state.meta.datasets
 
     # ------------------------------------------------------------------ bulk reads
-    def _instances(self, array: str, dataset_names: Sequence[str]) -> list[Optional[ArrayMeta]]:
+    def _instances(self, txn: Transaction, array: str, dataset_names: Sequence[str]) -> list[Optional[ArrayMeta]]:
         if not isinstance(array, str):
             raise TypeError(f"array name must be a str, got {type(array).__name__}: {array!r}")
         if isinstance(dataset_names, str):
@@ -279,23 +284,25 @@ class Atlas:
         if not names:
             raise ValueError("dataset_names is empty")
         out = []
+        datasets = txn.meta.datasets
         for n in names:
-            ds = self._meta.datasets.get(n) if isinstance(n, str) else None
+            ds = datasets.get(n) if isinstance(n, str) else None
             if ds is None:
                 raise KeyError(f"no dataset named {n!r}")
             out.append(ds.arrays.get(array))
         return out
 
-    def _read_into(self, array: str, metas: list[ArrayMeta], start: Any, count: Any, bar: Progress) -> np.ndarray:
-        """One engine read of ``metas``; in steps of about a twentieth when progress is reported."""
-        phys = self._meta.physical.get(array)
+    def _read_into(self, txn: Transaction, array: str, metas: list[ArrayMeta], start: Any, count: Any,
+                   bar: Progress) -> np.ndarray:
+        """One read of ``metas`` as ``txn`` sees them; in steps of about a twentieth when progress is reported."""
+        st = self._state
         if not bar.enabled:
-            return self._engine.read(array, phys, metas, start, count)
+            return st.read(txn, array, metas, start, count)
         out = np.empty((len(metas),) + tuple(count), metas[0].sdtype)
         step = max(1, -(-len(metas) // 20))
         for i in range(0, len(metas), step):
             part = metas[i:i + step]
-            self._engine.read(array, phys, part, start, count, out[i:i + len(part)])
+            st.read(txn, array, part, start, count, out[i:i + len(part)])
             bar.update(len(part))
         return out
 
@@ -306,7 +313,8 @@ class Atlas:
         ``progress`` counts the datasets read.
         """
         check_progress(progress)
-        metas = self._instances(array, dataset_names)
+        txn = self._state.txn
+        metas = self._instances(txn, array, dataset_names)
         result: list[Optional[np.ndarray]] = [None] * len(metas)
         groups: dict[Any, list[int]] = {}
         for i, m in enumerate(metas):
@@ -317,7 +325,7 @@ class Atlas:
             bar.update(len(metas) - sum(len(v) for v in groups.values()))  # the missing ones
             for (_, s, c), idxs in groups.items():
                 ms: list[ArrayMeta] = [metas[i] for i in idxs]  # type: ignore[misc]
-                out = self._read_into(array, ms, s, c, bar)
+                out = self._read_into(txn, array, ms, s, c, bar)
                 for k, i in enumerate(idxs):
                     result[i] = to_user(ms[k], out[k, ...])
         return result
@@ -333,7 +341,8 @@ class Atlas:
         check_progress(progress)
         if not isinstance(dataset_names, str):
             dataset_names = list(dataset_names)  # a generator is read once
-        metas = self._instances(array, dataset_names)
+        txn = self._state.txn
+        metas = self._instances(txn, array, dataset_names)
         m0 = None
         box = None
         boxes: dict[tuple[int, ...], Any] = {}
@@ -355,5 +364,5 @@ class Atlas:
                 )
         s, c = box  # type: ignore[misc]
         with Progress(progress, len(metas), "read", "dataset") as bar:
-            out = self._read_into(array, metas, s, c, bar)  # type: ignore[arg-type]
+            out = self._read_into(txn, array, metas, s, c, bar)  # type: ignore[arg-type]
         return to_user(m0, out)  # type: ignore[arg-type]

@@ -83,7 +83,7 @@ def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Opti
     am = view.array_meta(var)
     assert am is not None
     chunks = _regular(am["shape"], am["chunk_shape"] if blocks is None else blocks)
-    aid = view._ds().arrays[var].aid
+    aid = store._state.dataset(ds).arrays[var].aid  # the internal interface (atlas._state)
     name = f"atlas-{var}-" + tokenize(store, ds, var, aid, chunks, orig)
     offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int).tolist() for c in chunks]
     dsk = {}

@@ -101,7 +101,7 @@ def ingest(store: "Atlas", files: Sequence[str], name_from: str = "stem", engine
         raise FileExistsError(f"the store already has dataset(s) {', '.join(map(repr, taken[:3]))}{more}; "
                               "nothing was ingested")
     jobs = jobs or min(8, os.cpu_count() or 1)
-    log.info("ingesting %d files into %s with %d reader threads", len(paths), store._storage.location, jobs)
+    log.info("ingesting %d files into %s with %d reader threads", len(paths), store.location, jobs)
     todo = iter(zip(paths, names))
     window: deque[tuple[str, str, Future[Any]]] = deque()
     added: list[str] = []

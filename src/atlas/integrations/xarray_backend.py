@@ -87,7 +87,7 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
             return indexing.LazilyIndexedArray(arr), False
 
         ds = build_dataset(view, make, drop=tuple(drop_variables or ()))
-        ds.set_close(store._storage.close)  # releases cached file handles; never flushes
+        ds.set_close(store._state.storage.close)  # releases cached file handles; never flushes
         return ds
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:

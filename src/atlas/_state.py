@@ -1,0 +1,337 @@
+"""The state of an open store: immutable snapshots, one transaction on top, and the locks.
+
+- A :class:`Snapshot` is a committed state: its metadata (never changed once published)
+  and the chunk indexes of its segments (loaded lazily, immutable).
+- A :class:`Transaction` is the pending changes on top of one snapshot: a copy-on-write
+  working copy of the metadata, the pending chunks, and which instances were written or
+  deleted. Readers take ``state.txn`` once and see that snapshot plus those pending
+  changes; a flush builds the next snapshot and publishes it, with a fresh transaction, by
+  one assignment.
+- :class:`StoreState` is the one internal interface to a handle's state (``Atlas._state``):
+  every mutation runs under ``write_lock`` (mutations, flushes and compactions are
+  serialised; no update is lost) and publishes what readers can see under ``lock``.
+- An :class:`Epoch` holds back the deletion of files that a compaction retired until no
+  read of an older state of the store is running in this process (any handle).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import _commit, _read, _write
+from ._frames import FrameReader
+from ._meta import ArrayMeta, DatasetMeta, StoreMeta
+from ._pending import PendingStore
+from ._segments import ChunkIndex
+from .storage import Storage
+
+
+def default_pending_budget() -> int:
+    """Bytes of pending chunk data kept in memory before spilling (``ATLAS_PENDING_BUDGET``)."""
+    env = os.environ.get("ATLAS_PENDING_BUDGET")
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise ValueError(f"ATLAS_PENDING_BUDGET must be a number of bytes, got {env!r}") from None
+    return 16 * 1024 * 1024  # ingest memory stays ~50-75 MB above the baseline (benchmarks/compare_gridded.py)
+
+
+# ---------------------------------------------------------------------- epochs
+class Epoch:
+    """The span between two compactions of one store, in this process.
+
+    Snapshots refer to the epoch they were made in (weakly); a running read holds it
+    (strongly), and every older epoch holds the next one, so an epoch dies only when no read
+    of it or of an older state runs. A compaction leaves its retired files in the epoch it
+    ends; they are deleted when that epoch dies.
+    """
+
+    def __init__(self) -> None:
+        self.newer: Epoch | None = None
+        self.retired: list[tuple[Storage, list[str]]] = []
+        self.errors: list[Exception] = []
+        self.finalizer = weakref.finalize(self, _delete_retired, self.retired, self.errors)
+
+
+def _delete_retired(retired: list[tuple[Storage, list[str]]], errors: list[Exception]) -> None:
+    """Delete retired files; failures are kept (an orphan file costs space, never correctness:
+    the next compaction lists and retires it again)."""
+    for storage, paths in retired:
+        for p in paths:
+            try:
+                storage.delete(p)
+            except Exception as e:  # noqa: BLE001 - reported by compact() when it deletes at once
+                errors.append(e.with_traceback(None))  # no frames (they would hold states alive)
+
+
+_EPOCHS: dict[tuple[str, str, str], Epoch] = {}
+_EPOCHS_LOCK = threading.Lock()
+
+
+def _epoch_key(storage: Storage, uid: str) -> tuple[str, str, str]:
+    return (type(storage).__name__, storage.location, uid)
+
+
+def current_epoch(storage: Storage, uid: str) -> Epoch:
+    key = _epoch_key(storage, uid)
+    with _EPOCHS_LOCK:
+        ep = _EPOCHS.get(key)
+        if ep is None:
+            ep = _EPOCHS[key] = Epoch()
+        return ep
+
+
+def end_epoch(storage: Storage, uid: str, retired: list[str]) -> tuple[Epoch, Any, list[Exception]]:
+    """Start a new epoch; ``retired`` files go once every read of the old one (or older) is done.
+
+    Returns the new epoch, and the finalizer and error list of the old one: when no read holds
+    the old epoch, its files are deleted as soon as this returns (``finalizer.alive`` is False).
+    """
+    key = _epoch_key(storage, uid)
+    with _EPOCHS_LOCK:
+        old = _EPOCHS.get(key) or Epoch()
+        new = _EPOCHS[key] = Epoch()
+    old.retired.append((storage, retired))
+    old.newer = new
+    return new, old.finalizer, old.errors
+
+
+# ---------------------------------------------------------------------- snapshot
+class Snapshot:
+    """An immutable committed state: metadata plus the chunk indexes of its segments."""
+
+    __slots__ = ("meta", "frames", "_indexes", "_lock", "_epoch", "__weakref__")
+
+    def __init__(self, meta: StoreMeta, frames: FrameReader, epoch: Epoch,
+                 indexes: dict[str, ChunkIndex] | None = None) -> None:
+        self.meta = meta
+        self.frames = frames
+        self._indexes: dict[str, ChunkIndex] = indexes or {}
+        self._lock = threading.Lock()
+        self._epoch = weakref.ref(epoch)
+
+    @property
+    def generation(self) -> int:
+        return self.meta.generation
+
+    def index(self, name: str) -> ChunkIndex:
+        """The chunk index of array name ``name`` in this state (one range read, on first use)."""
+        idx = self._indexes.get(name)
+        if idx is None:
+            with self._lock:
+                idx = self._indexes.get(name)
+                if idx is None:
+                    idx = self._indexes[name] = self.frames.load_index(name, self.meta.physical.get(name))
+        return idx
+
+    def pin(self) -> Epoch | None:
+        """Hold this on to keep the files of this state on disk (None: a compaction already retired them)."""
+        return self._epoch()
+
+    def successor(self, meta: StoreMeta, new_indexes: dict[str, ChunkIndex], epoch: Epoch) -> "Snapshot":
+        """The next state: indexes already loaded carry over where their location is unchanged."""
+        keep = {n: i for n, i in self._indexes.items()
+                if n not in new_indexes and meta.physical.get(n) == self.meta.physical.get(n)}
+        keep.update(new_indexes)
+        return Snapshot(meta, self.frames, epoch, keep)
+
+
+# ---------------------------------------------------------------------- transaction
+class Transaction:
+    """Pending changes on top of one snapshot (what ``_read.View`` needs, plus the edit tables)."""
+
+    def __init__(self, base: Snapshot, lock: Any) -> None:
+        self.base = base
+        self.frames = base.frames
+        self.pending = PendingStore(default_pending_budget(), lock)
+        self.dirty: dict[int, tuple[str, str]] = {}  # instances defined or written: aid -> (dataset, array)
+        self.dead: set[int] = set()  # instances deleted
+        self.touched: set[str] = set()  # datasets created or changed
+        self._meta: StoreMeta | None = None  # the working copy, made at the first change
+
+    @property
+    def meta(self) -> StoreMeta:
+        """The metadata as of now: the snapshot's, or the working copy once something changed."""
+        m = self._meta
+        return self.base.meta if m is None else m
+
+    def index(self, name: str) -> ChunkIndex:
+        return self.base.index(name)
+
+    @property
+    def changed(self) -> bool:
+        return self._meta is not None
+
+    def working(self) -> StoreMeta:
+        m = self._meta
+        if m is None:
+            m = self._meta = self.base.meta.copy()
+        return m
+
+    def edit_dataset(self, name: str) -> DatasetMeta:
+        """A fresh copy of dataset ``name`` put in the working metadata (what readers hold never changes)."""
+        meta = self.working()
+        ds = meta.datasets.get(name)
+        if ds is None:
+            raise KeyError(f"dataset {name!r} no longer exists (deleted)")
+        ds = ds.copy()
+        meta.datasets[name] = ds
+        self.touched.add(name)
+        return ds
+
+
+# ---------------------------------------------------------------------- the handle's state
+class StoreState:
+    """The state of one open handle, and the one internal interface to it.
+
+    ``txn`` is read without a lock (one assignment publishes a new one); mutations hold
+    ``write_lock`` throughout and change what readers see under ``lock``.
+    """
+
+    def __init__(self, storage: Storage, meta: StoreMeta, commit: Callable[[StoreMeta], None]) -> None:
+        self.storage = storage
+        self.frames = FrameReader(storage, meta.codec)
+        self.lock = threading.RLock()
+        self.write_lock = threading.RLock()
+        self._commit = commit
+        self.txn = Transaction(Snapshot(meta, self.frames, current_epoch(storage, meta.uid)), self.lock)
+
+    # ---------------------------------------------------------------- reads
+    @property
+    def meta(self) -> StoreMeta:
+        return self.txn.meta
+
+    @property
+    def generation(self) -> int:
+        """Generation of the committed snapshot."""
+        return self.txn.base.generation
+
+    def dataset(self, name: str, txn: Transaction | None = None) -> DatasetMeta:
+        ds = (txn or self.txn).meta.datasets.get(name) if isinstance(name, str) else None
+        if ds is None:
+            raise KeyError(f"dataset {name!r} no longer exists (deleted)")
+        return ds
+
+    def read(self, txn: Transaction, name: str, metas: Sequence[ArrayMeta], start: Sequence[int], count: Sequence[int],
+             out: np.ndarray | None = None) -> np.ndarray:
+        """A box of ``name`` from ``metas`` as ``txn`` sees them (its snapshot's files are kept meanwhile)."""
+        pin = txn.base.pin()  # noqa: F841 - held for the duration of the read
+        try:
+            return _read.read(txn, name, metas, start, count, out)
+        finally:
+            del pin  # not kept alive by a traceback that outlives the read
+
+    def pending_count(self) -> tuple[int, int]:
+        """``(datasets, array instances)`` with changes not flushed yet."""
+        t = self.txn
+        return len(t.touched), len(t.dirty)
+
+    # ---------------------------------------------------------------- mutations
+    def create_dataset(self, name: str) -> None:
+        with self.write_lock:
+            meta = self.txn.working()
+            if name in meta.datasets:
+                raise FileExistsError(f"dataset {name!r} already exists")
+            meta.datasets[name] = DatasetMeta(name)
+            self.txn.touched.add(name)
+
+    def delete_dataset(self, name: str) -> None:
+        with self.write_lock:
+            t = self.txn
+            if not isinstance(name, str) or name not in t.meta.datasets:
+                raise KeyError(f"no dataset named {name!r}")
+            ds = t.working().datasets.pop(name)
+            for a, m in ds.arrays.items():
+                self._forget(t, a, m.aid)
+            t.touched.add(name)
+
+    def _forget(self, t: Transaction, array: str, aid: int) -> None:
+        t.dirty.pop(aid, None)
+        t.dead.add(aid)
+        t.pending.drop(array, aid)
+
+    def define_array(self, ds_name: str, name: str, make: Callable[[int], ArrayMeta]) -> None:
+        """Add array ``name`` to a dataset; ``make(aid)`` builds its schema with a new instance id."""
+        with self.write_lock:
+            t = self.txn
+            if name in self.dataset(ds_name, t).arrays:
+                raise FileExistsError(f"array {name!r} is already defined in dataset {ds_name!r} (delete_array first)")
+            ds = t.edit_dataset(ds_name)
+            m = ds.arrays[name] = make(t.working().new_id())
+            t.dirty[m.aid] = (ds_name, name)
+
+    def delete_array(self, ds_name: str, name: str) -> None:
+        with self.write_lock:
+            t = self.txn
+            m = self.dataset(ds_name, t).arrays.get(name)
+            if m is None:
+                raise KeyError(f"array {name!r} is not defined in dataset {ds_name!r}")
+            del t.edit_dataset(ds_name).arrays[name]
+            self._forget(t, name, m.aid)
+
+    def set_attribute(self, ds_name: str, key: str, value: tuple[str, Any]) -> None:
+        with self.write_lock:
+            self.txn.edit_dataset(ds_name).attrs[key] = value
+
+    def write(self, ds_name: str, name: str, start: Sequence[int], data: np.ndarray,
+              check: Callable[[ArrayMeta], tuple[Sequence[int], np.ndarray]]) -> None:
+        """Write into array ``name`` of a dataset; ``check(meta) -> (start, storage data)`` validates first."""
+        with self.write_lock:
+            t = self.txn
+            m = self.dataset(ds_name, t).arrays.get(name)
+            if m is None:
+                raise KeyError(f"array {name!r} is not defined in dataset {ds_name!r}")
+            s, arr = check(m)
+            _write.write(t, name, m, s, arr)
+            if m.aid not in t.dirty:
+                t.working()
+                t.dirty[m.aid] = (ds_name, name)
+                t.touched.add(ds_name)
+
+    # ---------------------------------------------------------------- commits
+    def flush(self) -> bool:
+        """Publish the transaction as the next snapshot; False when there was nothing to flush."""
+        with self.write_lock:
+            t = self.txn
+            if not t.changed and not t.pending:
+                return False
+            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, self._commit)
+            self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
+            return True
+
+    def compact(self, tick: Callable[[], None]) -> int:
+        """Flush, then rewrite every array name's live chunks; returns the bytes retired."""
+        with self.write_lock:
+            self.flush()
+            base = self.txn.base
+            meta, new_idx, retired = _commit.compact(self.txn, base.meta, self._commit, tick)
+            freed = self.storage.size_of(retired)
+            old, errors = self._publish_compacted(meta, new_idx, retired)
+            if not old.alive and errors:  # deleted at once (no read was running) and a delete failed
+                raise errors[0]
+            return freed
+
+    def _publish_compacted(self, meta: StoreMeta, new_idx: dict[str, ChunkIndex],
+                           retired: list[str]) -> tuple[Any, list[Exception]]:
+        # a function of its own: no frame that an exception may keep holds the new epoch
+        epoch, old, errors = end_epoch(self.storage, meta.uid, retired)
+        self._publish(Snapshot(meta, self.frames, epoch, new_idx))
+        return old, errors
+
+    def verify(self) -> list[str]:
+        t = self.txn
+        pin = t.base.pin()  # noqa: F841
+        try:
+            return _commit.verify(self.frames, t.base.meta)
+        finally:
+            del pin
+
+    def _publish(self, snap: Snapshot) -> None:
+        with self.lock:
+            self.txn = Transaction(snap, self.lock)

@@ -1,0 +1,122 @@
+"""Statistics: per-chunk summaries (the index's nn/mn/mx/has columns) and per-instance stats from them.
+
+A chunk's summary is computed when it is written (large chunks) or, for small ones, in one
+kernel call per layout at the flush. An instance's ``null_count`` / ``min`` / ``max`` are
+reduced from the summaries of its chunks in the index, so ``array_stats`` never reads data
+(strings excepted: their min/max need the values).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ._lazy import K
+from ._meta import ArrayMeta
+from ._pending import Pending
+from ._segments import ChunkIndex
+
+_WIDE: dict[str, np.dtype[Any]] = {"f": np.dtype(np.float64), "u": np.dtype(np.uint64), "i": np.dtype(np.int64)}
+
+#: ``load(m, cid) -> (chunk or None, written-cells mask or None)``: one whole chunk of an instance
+ChunkLoader = Callable[[ArrayMeta, int], tuple[Any, Any]]
+
+
+def wide_dtype(sd: np.dtype) -> np.dtype:
+    """The 64-bit type per-chunk min/max are kept in (as int64 bit patterns)."""
+    return _WIDE[sd.kind]
+
+
+def chunk_stats(m: ArrayMeta, buf: np.ndarray, valid: np.ndarray, written: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """``(nn, mn, mx, has)`` of consecutive chunks in ``buf`` (valid shapes ``valid``), one kernel call."""
+    sd = m.sdtype
+    has_fill = m.fill is not None
+    fill = sd.type(m.fill_storage)
+    fill_is_nan = sd.kind == "f" and bool(np.isnan(fill))
+    is_ts = m.dtype == "timestamp_nanoseconds"
+    skip = sd.type(np.iinfo(np.int64).min) if is_ts else sd.type(0)
+    if written is None:
+        nn, mn, mx, has = K.chunk_stats(buf, m.kchunk, valid, has_fill, fill, fill_is_nan, sd.kind == "f", is_ts, skip)
+    else:
+        nn, mn, mx, has = K.chunk_stats_masked(buf, written, m.kchunk, valid, has_fill, fill, fill_is_nan,
+                                               sd.kind == "f", is_ts, skip)
+    w = wide_dtype(sd)
+    return nn, mn.astype(w).view(np.int64), mx.astype(w).view(np.int64), has
+
+
+def fill_deferred(items: Iterable[tuple[ArrayMeta, Pending]]) -> None:
+    """Compute the chunk summaries left for the flush, one kernel call per layout (dtype, chunk, fill)."""
+    groups: dict[Any, tuple[ArrayMeta, list[Pending]]] = {}
+    for m, p in items:
+        if p.nn < 0:
+            g = groups.get(m.layout)
+            if g is None:
+                g = groups[m.layout] = (m, [])
+            g[1].append(p)
+    for m, ps in groups.values():
+        buf = np.frombuffer(b"".join([p.payload() for p in ps]), m.sdtype)
+        nn, mn, mx, has = chunk_stats(m, buf, np.tile(m.kchunk, (len(ps), 1)))
+        for p, a, b, c, d in zip(ps, nn.tolist(), mn.tolist(), mx.tolist(), has.tolist()):
+            p.nn, p.mn, p.mx, p.has = a, b, c, d
+
+
+def instance_stats(metas: list[ArrayMeta], idx: ChunkIndex, load: ChunkLoader,
+                   pending_cids: Callable[[int], set[int]]) -> list[dict[str, Any]]:
+    """``{"null_count", "min", "max"}`` of many instances of one array name, from the index columns."""
+    out: list[Any] = [None] * len(metas)
+    a = idx.chunks["aid"]
+    aids = np.fromiter((m.aid for m in metas), np.int64, len(metas))
+    lo = np.searchsorted(a, aids, "left")
+    hi = np.searchsorted(a, aids, "right")
+    csum = np.concatenate([[0], np.cumsum(idx.chunks["nn"])])
+    nn = (csum[hi] - csum[lo]).tolist()
+    has = idx.chunks["has"].astype(bool)
+    single = ((hi - lo) == 1).tolist()
+    lo_l = lo.tolist()
+    r1 = np.minimum(lo, max(len(a) - 1, 0))
+    has1 = (has[r1] if len(a) else np.zeros(len(metas), bool)).tolist()
+    views: dict[str, tuple[list[Any], list[Any]]] = {}
+    for i, m in enumerate(metas):
+        if m.is_string:
+            out[i] = string_stats(m, idx, load, pending_cids(m.aid))
+            continue
+        mn = mx = None
+        if single[i]:
+            if has1[i]:
+                w = wide_dtype(m.sdtype)
+                v = views.get(w.char)
+                if v is None:
+                    v = views[w.char] = (idx.chunks["mn"].view(w)[r1].tolist(), idx.chunks["mx"].view(w)[r1].tolist())
+                mn, mx = v[0][i], v[1][i]
+        elif hi[i] > lo_l[i]:
+            w = wide_dtype(m.sdtype)
+            sl = slice(lo_l[i], int(hi[i]))
+            h = has[sl]
+            if h.any():
+                mn = idx.chunks["mn"].view(w)[sl][h].min().item()
+                mx = idx.chunks["mx"].view(w)[sl][h].max().item()
+        out[i] = {"null_count": m.row_count - nn[i], "min": mn, "max": mx}
+    return out
+
+
+def string_stats(m: ArrayMeta, idx: ChunkIndex, load: ChunkLoader, extra_cids: set[int]) -> dict[str, Any]:
+    """``null_count`` / ``min`` / ``max`` of one string instance (its chunks are read back)."""
+    rows = idx.rows_of(m.aid)
+    cids = set(idx.chunks["cid"][rows].tolist()) | extra_cids
+    order = np.asarray(sorted(cids), np.int64)
+    valid = K.valid_shapes(m.kshape, m.kchunk, order) if order.size else None
+    lo = hi = None
+    for j, cid in enumerate(order.tolist()):
+        arr, mk = load(m, cid)
+        if arr is None:
+            continue
+        vsl = tuple(slice(0, int(v)) for v in valid[j])  # type: ignore[index]
+        vals = (arr[vsl] if mk is None else arr[vsl][mk[vsl]]).ravel().tolist()
+        if m.fill is not None:
+            vals = [x for x in vals if x != m.fill]
+        if vals:
+            a_, b_ = min(vals), max(vals)
+            lo = a_ if lo is None or a_ < lo else lo
+            hi = b_ if hi is None or b_ > hi else hi
+    return {"null_count": m.row_count - int(idx.chunks["nn"][rows].sum()), "min": lo, "max": hi}
