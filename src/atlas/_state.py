@@ -256,15 +256,20 @@ class StoreState:
         t.dead.add(aid)
         t.pending.drop(array, aid)
 
-    def define_array(self, ds_name: str, name: str, make: Callable[[int], ArrayMeta]) -> None:
-        """Add array ``name`` to a dataset; ``make(aid)`` builds its schema with a new instance id."""
+    def define_arrays(self, ds_name: str, arrays: Sequence[tuple[str, Callable[[int], ArrayMeta]]]) -> None:
+        """Add arrays to a dataset, all or none; ``make(aid)`` builds each schema with a new instance id."""
         with self.write_lock:
             t = self.txn
-            if name in self.dataset(ds_name, t).arrays:
-                raise FileExistsError(f"array {name!r} is already defined in dataset {ds_name!r} (delete_array first)")
+            have = self.dataset(ds_name, t).arrays
+            names = [n for n, _ in arrays]
+            for i, n in enumerate(names):
+                if n in have or n in names[:i]:
+                    raise FileExistsError(f"array {n!r} is already defined in dataset {ds_name!r} (delete_array first)")
             ds = t.edit_dataset(ds_name)
-            m = ds.arrays[name] = make(t.working().new_id())
-            t.dirty[m.aid] = (ds_name, name)
+            meta = t.working()
+            for n, make in arrays:
+                m = ds.arrays[n] = make(meta.new_id())
+                t.dirty[m.aid] = (ds_name, n)
 
     def delete_array(self, ds_name: str, name: str) -> None:
         with self.write_lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -76,37 +76,27 @@ class DatasetView:
         (``OverflowError``); unwritten cells read back as it, or as 0 / "" / NaT without one.
         Raises ``FileExistsError`` if the dataset already has an array of that name.
         """
-        validate_name(name, "array")
-        dt = D.canonical_dtype(dtype)
-        if isinstance(dims, str) or not hasattr(dims, "__len__"):
-            raise TypeError(f"dims of array {name!r} must be a sequence of str, got {dims!r}")
-        dims_t = tuple(dims)
-        for dname in dims_t:
-            if not isinstance(dname, str):
-                raise TypeError(f"dims of array {name!r} must be str, got {type(dname).__name__}: {dname!r}")
-            if not dname:
-                raise ValueError(f"dims of array {name!r} must be non-empty, got {list(dims_t)!r}")
-            D.check_unicode(dname, f"dimension name of array {name!r}")
-        if len(set(dims_t)) != len(dims_t):
-            raise ValueError(f"dims of array {name!r} repeat a name: {list(dims_t)!r}")
-        shp = int_tuple(shape, f"shape of array {name!r}")
-        if len(shp) != len(dims_t):
-            raise ValueError(f"array {name!r}: dims {list(dims_t)!r} and shape {list(shp)!r} differ in rank")
-        if chunk_shape is None:
-            chk = tuple(max(1, s) for s in shp)
-        else:
-            chk = int_tuple(chunk_shape, f"chunk_shape of array {name!r}")
-            if len(chk) != len(shp):
-                raise ValueError(f"array {name!r}: chunk_shape {list(chk)!r} and shape {list(shp)!r} differ in rank")
-            if any(c < 1 for c in chk):
-                raise ValueError(f"array {name!r}: chunk sizes must be >= 1, got {list(chk)!r}")
-        # cell and chunk ids, counts and offsets are int64 everywhere (kernels, index, stats)
-        if (any(v > _I64 for v in shp + chk) or math.prod(shp) > _I64
-                or any(-(-s // c) * c > _I64 for s, c in zip(shp, chk))):  # the chunk grid's end too
-            raise ValueError(f"array {name!r}: shape {list(shp)!r} / chunk_shape {list(chk)!r} too large: every size "
-                             f"and the number of cells must stay below 2**63")
-        fill = D.coerce_fill(dt, fill_value, name)
-        self._atlas._state.define_array(self._name, name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill))
+        self._atlas._state.define_arrays(self._name, [_schema(name, dtype, dims, shape, chunk_shape, fill_value)])
+
+    def define_arrays(self, specs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Declare several arrays at once: ``{name: {"dtype", "dims", "shape", "chunk_shape", "fill_value"}}``.
+
+        Each spec takes :meth:`define_array`'s keywords (``chunk_shape`` and ``fill_value``
+        optional). All are checked before any is defined: one bad spec defines none.
+        """
+        if not isinstance(specs, Mapping):
+            raise TypeError(f"specs must be a mapping of array name to keywords, got {type(specs).__name__}")
+        made = []
+        for name, spec in specs.items():
+            if not isinstance(spec, Mapping):
+                raise TypeError(f"spec of array {name!r} must be a mapping of define_array keywords, got {spec!r}")
+            unknown = set(spec) - {"dtype", "dims", "shape", "chunk_shape", "fill_value"}
+            if unknown or not {"dtype", "dims", "shape"} <= set(spec):
+                raise TypeError(f"spec of array {name!r} needs dtype, dims, shape (optional chunk_shape, fill_value); "
+                                f"got {sorted(spec)}")
+            made.append(_schema(name, spec["dtype"], spec["dims"], spec["shape"], spec.get("chunk_shape"),
+                                spec.get("fill_value")))
+        self._atlas._state.define_arrays(self._name, made)
 
     def array_meta(self, array: str) -> Optional[dict[str, Any]]:
         """``{"dtype", "shape", "chunk_shape", "dimension_names"}``, or None if not defined here."""
@@ -202,3 +192,39 @@ class DatasetView:
     def attributes(self) -> dict[str, Any]:
         """Every attribute: ``{name: value}``."""
         return {k: D.attribute_value(*a) for k, a in self._ds().attrs.items()}
+
+
+def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], chunk_shape: Optional[Sequence[int]],
+            fill_value: Any) -> tuple[str, Callable[[int], ArrayMeta]]:
+    """Check one array definition; returns its name and ``make(aid) -> ArrayMeta``."""
+    validate_name(name, "array")
+    dt = D.canonical_dtype(dtype)
+    if isinstance(dims, str) or not hasattr(dims, "__len__"):
+        raise TypeError(f"dims of array {name!r} must be a sequence of str, got {dims!r}")
+    dims_t = tuple(dims)
+    for dname in dims_t:
+        if not isinstance(dname, str):
+            raise TypeError(f"dims of array {name!r} must be str, got {type(dname).__name__}: {dname!r}")
+        if not dname:
+            raise ValueError(f"dims of array {name!r} must be non-empty, got {list(dims_t)!r}")
+        D.check_unicode(dname, f"dimension name of array {name!r}")
+    if len(set(dims_t)) != len(dims_t):
+        raise ValueError(f"dims of array {name!r} repeat a name: {list(dims_t)!r}")
+    shp = int_tuple(shape, f"shape of array {name!r}")
+    if len(shp) != len(dims_t):
+        raise ValueError(f"array {name!r}: dims {list(dims_t)!r} and shape {list(shp)!r} differ in rank")
+    if chunk_shape is None:
+        chk = tuple(max(1, s) for s in shp)
+    else:
+        chk = int_tuple(chunk_shape, f"chunk_shape of array {name!r}")
+        if len(chk) != len(shp):
+            raise ValueError(f"array {name!r}: chunk_shape {list(chk)!r} and shape {list(shp)!r} differ in rank")
+        if any(c < 1 for c in chk):
+            raise ValueError(f"array {name!r}: chunk sizes must be >= 1, got {list(chk)!r}")
+    # cell and chunk ids, counts and offsets are int64 everywhere (kernels, index, stats)
+    if (any(v > _I64 for v in shp + chk) or math.prod(shp) > _I64
+            or any(-(-s // c) * c > _I64 for s, c in zip(shp, chk))):  # the chunk grid's end too
+        raise ValueError(f"array {name!r}: shape {list(shp)!r} / chunk_shape {list(chk)!r} too large: every size "
+                         f"and the number of cells must stay below 2**63")
+    fill = D.coerce_fill(dt, fill_value, name)
+    return name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill)
