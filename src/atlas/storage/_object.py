@@ -61,15 +61,15 @@ class ObjectStorage(Storage):
         return memoryview(res.bytes())
 
     def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
-        spans = [(int(s), int(e)) for s, e in zip(starts, ends)]
-        want = [k for k, (s, e) in enumerate(spans) if e > s]  # obstore refuses empty ranges: they are b""
+        spans = [(int(a), int(b)) for a, b in zip(starts, ends)]
+        want = [k for k, (lo, hi) in enumerate(spans) if hi > lo]  # obstore refuses empty ranges: they are b""
         out: list[Buffer] = [b""] * len(spans)
         if not want:
             return out
         try:
             if len(want) == 1:
-                s, e = spans[want[0]]
-                got = [obstore.get_range(self.store, path, start=s, end=e)]
+                lo, hi = spans[want[0]]
+                got = [obstore.get_range(self.store, path, start=lo, end=hi)]
             else:
                 # atlas already merged ranges closer than its own gap; obstore must not merge the rest
                 # (its 1 MiB default would turn a sparse stacked read into one download of the segment)
@@ -77,16 +77,16 @@ class ObjectStorage(Storage):
                                          ends=[spans[k][1] for k in want], coalesce=0)
         except FileNotFoundError:
             raise
-        except Exception as e:  # a range starting past the end: tell a damaged index from a failing store
+        except Exception as err:  # a range starting past the end: tell a damaged index from a failing store
             size = self._size_or_none(path)
             bad = [spans[k] for k in want if size is not None and spans[k][1] > size]
             if bad:
-                raise self._truncated(path, *bad[0]) from e
+                raise self._truncated(path, *bad[0]) from err
             raise
         for k, b in zip(want, got):
-            s, e = spans[k]
-            if len(b) != e - s:  # obstore clips a range that ends past the object's end
-                raise self._truncated(path, s, e)
+            lo, hi = spans[k]
+            if len(b) != hi - lo:  # obstore clips a range that ends past the object's end
+                raise self._truncated(path, lo, hi)
             out[k] = memoryview(b)
         return out
 
