@@ -341,3 +341,35 @@ class TestStorageContract:
             assert os.path.basename(where.root) in s.location
         if where.kind == "s3":
             assert where.bucket in s.location
+
+
+def test_local_disk_and_localstore_handles_on_one_folder_exclude_each_other(tmp_path):
+    """Both take the writers' lock file of the folder: racing commits from both kinds, one wins."""
+    root = str(tmp_path / "store")
+    kinds = [lambda: LocalStorage(root, create=True), lambda: ObjectStorage(LocalStore(root, mkdir=True))]
+    for r in range(6):
+        handles = [kinds[k % 2]() for k in range(4)]
+        if r:  # round 0 races to create the file, the others to replace what all of them read
+            for h in handles:
+                h.read("atlas.meta")
+        outcome: dict[int, str] = {}
+        go = threading.Barrier(len(handles))
+
+        def attempt(k: int) -> None:
+            go.wait()
+            try:
+                handles[k].commit("atlas.meta", f"round {r} by {k}".encode())
+                outcome[k] = "won"
+            except ConcurrentWriteError:
+                outcome[k] = "refused"
+
+        threads = [threading.Thread(target=attempt, args=(k,)) for k in range(len(handles))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        winners = [k for k, o in outcome.items() if o == "won"]
+        assert len(outcome) == len(handles) and len(winners) == 1, (r, outcome)
+        assert bytes(kinds[r % 2]().read("atlas.meta")) == f"round {r} by {winners[0]}".encode()
+    assert LocalStorage(root).list() == ["atlas.meta"]
+    assert ObjectStorage(LocalStore(root)).list() == ["atlas.meta"]

@@ -8,6 +8,7 @@ where the backend supports it, so a second writer is detected instead of overwri
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -122,7 +123,9 @@ class ObjectStorage(Storage):
         payload = bytes(data)
         try:
             if path not in self._etags:
-                res = obstore.put(self.store, path, payload, mode="create")
+                # atomic on every backend; on a LocalStore also under the lock local-disk handles of the folder hold
+                with self._writer_lock() if self._local_root() is not None else contextlib.nullcontext():
+                    res = obstore.put(self.store, path, payload, mode="create")
             else:
                 res = self._update(path, payload, self._etags.get(path))
         except (AlreadyExistsError, PreconditionError, ConcurrentWriteError) as e:
