@@ -2,6 +2,8 @@
 
 Paths are ``/``-separated keys relative to the store root. Files are written once and
 never modified (segments), except the metadata file, which is replaced atomically.
+Every backend passes ``tests/test_storage_contract.py``; what it checks is stated here.
+A handle is used from many threads at once (the engine's pools read ranges in parallel).
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ Buffer = Union[bytes, bytearray, memoryview]
 
 
 class Storage(abc.ABC):
-    """Synchronous byte storage under one root."""
+    """Synchronous byte storage under one root.
 
-    #: whether this backend can be written to
+    Picklable (a copy is a new handle on the same location, with no commit history), except
+    where the data lives in one process (obstore's ``MemoryStore``: ``TypeError``).
+    """
+
+    #: whether this backend can be written to (``write`` and ``commit`` raise ``PermissionError`` if not)
     writable: bool = True
 
     @abc.abstractmethod
@@ -25,15 +31,31 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
-        """Byte ranges ``[start, end)`` of one file, in the order asked."""
+        """Byte ranges ``[start, end)`` of one file, in the order asked.
+
+        Ranges may repeat or overlap; an empty range (``start == end``, also at the end of the
+        file) is ``b""``. A range ending past the end of the file means a damaged index:
+        :class:`~atlas.errors.CorruptStoreError` naming the file, never short data. A missing
+        file raises ``FileNotFoundError``.
+        """
 
     @abc.abstractmethod
     def write(self, path: str, data: Buffer | Iterable[Buffer]) -> None:
-        """Create a new immutable file from bytes or an iterable of parts (durable once :meth:`barrier` returns)."""
+        """Create a new immutable file from bytes or an iterable of parts (durable once :meth:`barrier` returns).
+
+        Writing a path again replaces it (a retried flush rewrites its orphans), also for
+        ranged reads that follow.
+        """
 
     @abc.abstractmethod
     def commit(self, path: str, data: Buffer) -> None:
-        """Replace ``path`` atomically and durably: readers see the old or the new content."""
+        """Replace ``path`` atomically and durably: readers see the old or the new content.
+
+        Only on top of the content this handle last read or committed (a path it never saw
+        must not exist yet); otherwise another writer got there first and
+        :class:`~atlas.errors.ConcurrentWriteError` is raised, changing nothing. Of several
+        handles committing on top of the same content, exactly one wins.
+        """
 
     @abc.abstractmethod
     def barrier(self) -> None:
@@ -41,7 +63,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def exists(self, path: str) -> bool:
-        """Whether ``path`` exists."""
+        """Whether a file exists at ``path`` (a folder is not a file)."""
 
     @abc.abstractmethod
     def delete(self, path: str) -> None:
@@ -49,10 +71,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> list[str]:
-        """Every file path under ``prefix``."""
+        """Every file path under the folder ``prefix`` (whole path segments: ``"a"`` holds ``"a/x"``,
+        not ``"ab/x"``), sorted; backend bookkeeping such as a lock file is not listed."""
 
     def size_of(self, paths: Sequence[str]) -> int:
-        """Total bytes of ``paths`` (for reporting)."""
+        """Total bytes of ``paths`` (for reporting); a missing file counts 0."""
         return sum(len(self.read(p)) for p in paths)
 
     def close(self) -> None:

@@ -153,7 +153,7 @@ class LocalStorage(Storage):
                 _fsync_path(*j)
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(self._abs(path))
+        return os.path.isfile(self._abs(path))  # a folder is not a file (object stores have none)
 
     def delete(self, path: str) -> None:
         with self._lock:
@@ -171,6 +171,8 @@ class LocalStorage(Storage):
         for dirpath, _, files in os.walk(base):
             rel = os.path.relpath(dirpath, self.root)
             for f in files:
+                if rel == "." and f == LOCK_NAME:  # the writers' lock is bookkeeping, never a file of the store
+                    continue
                 p = f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
                 out.append(p)
         return sorted(out)
