@@ -117,6 +117,7 @@ class DatasetView:
             aid = at._meta.new_id()
             m = ds.arrays[name] = ArrayMeta(aid, dt, dims_t, shp, chk, fill)
             at._dirty[aid] = (name, m)
+            at._edits += 1
 
     def array_meta(self, array: str) -> Optional[dict[str, Any]]:
         """``{"dtype", "shape", "chunk_shape", "dimension_names"}``, or None if not defined here."""
@@ -159,6 +160,7 @@ class DatasetView:
             at._dirty.pop(m.aid, None)
             at._dead.add(m.aid)
             at._changed = True
+            at._edits += 1
 
     # ------------------------------------------------------------------ data
     def write_array(self, name: str, start: Sequence[int], data: np.ndarray) -> None:
@@ -209,6 +211,7 @@ class DatasetView:
         with self._atlas._engine.lock:
             self._ds().attrs[key] = (kind, v)
             self._atlas._changed = True
+            self._atlas._edits += 1
 
     def get_attribute(self, key: str) -> Any:
         """The attribute's value, or None if it is not set."""

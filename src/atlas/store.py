@@ -54,6 +54,7 @@ class Atlas:
         self._dirty: dict[int, tuple[str, ArrayMeta]] = {}  # instances defined or written since the last flush
         self._dead: set[int] = set()  # instances deleted since the last flush
         self._changed = False
+        self._edits = 0  # catalog-visible changes since opening (the catalog cache's key)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -232,6 +233,7 @@ class Atlas:
                 raise FileExistsError(f"dataset {name!r} already exists")
             dict.__setitem__(self._meta.datasets, name, DatasetMeta(name))
             self._changed = True
+            self._edits += 1
         return DatasetView(self, name)
 
     def open_dataset(self, name: str) -> DatasetView:
@@ -252,6 +254,7 @@ class Atlas:
                 self._dirty.pop(m.aid, None)
                 self._dead.add(m.aid)
             self._changed = True
+            self._edits += 1
 
     def list_datasets(self) -> list[str]:
         """Dataset names in creation order."""
@@ -268,6 +271,44 @@ class Atlas:
     def dataset_exists(self, name: str) -> bool:
         """Whether a dataset of that name exists."""
         return isinstance(name, str) and name in self._meta.datasets
+
+    # ------------------------------------------------------------------ catalog
+    def catalog(self, arrays: Optional[Sequence[str]] = None, attributes: Optional[Sequence[str]] = None) -> Any:
+        """A ``pandas.DataFrame`` with one row per dataset, built from metadata alone (no chunk is read).
+
+        The index holds the dataset names in store order. Columns: each dataset attribute
+        key (``{var}.{attr}`` keys of stored xarray datasets included; typed, NA where a
+        dataset lacks it), then for each array name ``{array}.min``, ``{array}.max``,
+        ``{array}.null_count``, ``{array}.row_count`` and ``{array}.shape`` (a tuple), min
+        and max in the array's kind (timestamps ``datetime64[ns]``, strings ``str``).
+        ``arrays=`` / ``attributes=`` restrict the columns to those names (``ValueError``
+        for a name no dataset has). Statistics are those of the last flush, as
+        :meth:`DatasetView.array_stats`; attributes and array definitions include pending
+        changes. The table is cached until the next flush or edit.
+        """
+        from ._catalog import catalog
+
+        return catalog(self, arrays, attributes)
+
+    def query(self, expr: str) -> list[str]:
+        """Names of the datasets whose catalog row matches ``expr``, in store order.
+
+        ``expr`` uses ``pandas.DataFrame.query`` syntax over the columns of :meth:`catalog`
+        (dotted names in backticks), e.g. ``"platform == 'BO' and month >= 6 and
+        `time.min` >= '2020-01-01'"``; timestamps compare with ISO strings. A comparison
+        with a missing value never matches (``not`` and ``!=`` included); use
+        ``col.isna()``. Bad expressions and unknown columns raise ``ValueError`` naming them.
+        The result feeds :meth:`read_array_across_stacked` and :meth:`to_xarray_many`.
+        """
+        from ._catalog import query
+
+        return query(self, expr)
+
+    def _catalog_source(self, take: Any) -> Any:
+        """Internal, the catalog's one view of the state: ``take(key, meta)`` under the store lock,
+        ``key`` changing with every flush and every catalog-visible edit."""
+        with self._engine.lock:
+            return take((self._meta.uid, self._meta.generation, self._edits), self._meta)
 
     # ------------------------------------------------------------------ bulk reads
     def _instances(self, array: str, dataset_names: Sequence[str]) -> list[Optional[ArrayMeta]]:
