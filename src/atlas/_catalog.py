@@ -252,7 +252,9 @@ def _attr_column(entries: list[Any], n: int, key: str) -> Column:
             return Column("time", i, valid & (i != D.NAT_BITS))
         if kind == "bool":
             return Column("bool", np.array(vals, dtype=object).astype(bool), valid)
-        return Column("str", np.array(vals, dtype=object), valid)
+        obj = np.array(vals, dtype=object)
+        obj[~valid] = ""  # so that comparisons never meet None (the mask hides these)
+        return Column("str", obj, valid)
     # mixed kinds: Python values (timestamps as datetime64[ns]) in an object column
     obj = np.empty(n, dtype=object)
     for i, (k, v) in enumerate(entries):
@@ -293,8 +295,10 @@ def _stat_column(values: Sequence[Any], kind: str, has_stats: np.ndarray) -> Col
         return Column("float", f, valid & ~np.isnan(f))
     if kind in ("int", "uint", "time"):
         return Column(kind, _ints(values, valid, np.uint64 if kind == "uint" else np.int64), valid)
-    if kind == "str" and not set(map(type, obj[valid])) <= {str}:
-        raise ValueError("string stats must be str")
+    if kind == "str":
+        obj[~valid] = ""  # so that comparisons never meet None (the mask hides these)
+        if not set(map(type, obj)) <= {str}:
+            raise ValueError("string stats must be str")
     return Column(kind, obj, valid)
 
 
