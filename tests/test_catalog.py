@@ -464,3 +464,30 @@ def test_query_equals_brute_force_scan(data):
             assert s.query(text) == want, text
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- command line
+def test_cli_ls_where_and_catalog(store, tmp_path, capsys):
+    import io
+    import json
+
+    from atlas.cli import main
+
+    path = str(tmp_path / "s")
+    assert main(["ls", path, "--where", "platform == 'GL' and month >= 2"]) == 0
+    assert capsys.readouterr().out.split() == ["d1", "d5"]  # d3 has no month: no match
+    assert main(["ls", path, "--where", "mnth > 1"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown column 'mnth'" in err and "Traceback" not in err
+    assert main(["catalog", path, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert list(rows) == store.list_datasets()
+    assert rows["d3"]["month"] is None and rows["d0"]["time.min"] == "2020-01-01T00:00:00"
+    assert rows["d0"]["count.shape"] == [4]
+    assert main(["catalog", path, "--csv", "--where", "month == 2"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col=0)
+    assert list(df.index) == ["d1"] and df.at["d1", "platform"] == "GL"
+    assert main(["catalog", path]) == 0
+    out = capsys.readouterr().out
+    assert "temperature.max" in out and "d5" in out
+    assert main(["catalog", path, "--csv", "--json"]) == 2  # one format at a time
