@@ -69,7 +69,7 @@ def table(store: "Atlas") -> Table:
 
     store._catalog_source(take)
     if len(found) == 1:
-        return found[0]  # type: ignore[no-any-return]
+        return found[0]
     key, snap = found
     t = _build(*snap)
     _CACHE[store] = (key, t)
@@ -207,7 +207,7 @@ def _columns(names: list[str], parsed: list[Any], schemas: list[ArrayMeta]) -> T
         has_stats = np.array([s is not None for s in stats], dtype=bool)
         nn, mn, mx = zip(*[_NO_STATS if s is None else s for s in stats])
         if kind == "object":  # one array name with several kinds of dtype: Python values
-            mn, mx = ([_py_stat(schemas[i], v) for i, v in zip(refs, vs)] for vs in (mn, mx))
+            mn, mx = (tuple(_py_stat(schemas[i], v) for i, v in zip(refs, vs)) for vs in (mn, mx))
         cols = (_stat_column(mn, kind, has_stats), _stat_column(mx, kind, has_stats),
                 Column("int", _ints(nn, has_stats), has_stats),
                 Column("int", tab_rows[ref], present), Column("object", tab_shape[ref], present))
@@ -256,11 +256,11 @@ def _attr_column(entries: list[Any], n: int, key: str) -> Column:
         obj[~valid] = ""  # so that comparisons never meet None (the mask hides these)
         return Column("str", obj, valid)
     # mixed kinds: Python values (timestamps as datetime64[ns]) in an object column
-    obj = np.empty(n, dtype=object)
-    for i, (k, v) in enumerate(entries):
+    mixed = np.empty(n, dtype=object)
+    for row, (k, v) in enumerate(entries):
         if k is not None:
-            obj[i] = D.attribute_value(k, float(v) if k == "float64" else v)
-    return Column("object", obj, valid)
+            mixed[row] = D.attribute_value(k, float(v) if k == "float64" else v)
+    return Column("object", mixed, valid)
 
 
 def _py_stat(s: ArrayMeta, v: Any) -> Any:
@@ -332,7 +332,7 @@ def _names(v: Any, what: str) -> list[str]:
 
 
 def to_frame(t: Table, cols: list[str]) -> Any:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
     data = {}
     for c in cols:

@@ -251,13 +251,13 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def _is_na(v: Any) -> bool:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
     return not isinstance(v, tuple) and bool(pd.isna(v))
 
 
 def _pandas_display() -> Any:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
     return pd.option_context("display.width", 10**6, "display.max_columns", None, "display.max_rows", None)
 
