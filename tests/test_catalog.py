@@ -318,7 +318,6 @@ def test_empty_store(tmp_path):
 
 
 def test_malformed_metadata_names_the_dataset(store):
-    good = store.query("month >= 1")
     for blob in ('[{"month":["int64","one"]},{}]', '{}],[{}', '[{},{"x":[1,999,null]}]'):
         dict.__setitem__(store._meta.datasets, "d2", blob)
         store._edits += 1
