@@ -153,6 +153,7 @@ class Transaction:
         self.dirty: dict[int, tuple[str, str]] = {}  # instances defined or written: aid -> (dataset, array)
         self.dead: set[int] = set()  # instances deleted
         self.touched: set[str] = set()  # datasets created or changed
+        self.edits = 0  # changes a catalog shows (datasets, arrays, attributes; not data)
         self._meta: StoreMeta | None = None  # the working copy, made at the first change
 
     @property
@@ -240,6 +241,7 @@ class StoreState:
                 raise FileExistsError(f"dataset {name!r} already exists")
             meta.datasets[name] = DatasetMeta(name)
             self.txn.touched.add(name)
+            self.txn.edits += 1
 
     def delete_dataset(self, name: str) -> None:
         with self.write_lock:
@@ -250,6 +252,7 @@ class StoreState:
             for a, m in ds.arrays.items():
                 self._forget(t, a, m.aid)
             t.touched.add(name)
+            t.edits += 1
 
     def _forget(self, t: Transaction, array: str, aid: int) -> None:
         t.dirty.pop(aid, None)
@@ -270,6 +273,7 @@ class StoreState:
             for n, make in arrays:
                 m = ds.arrays[n] = make(meta.new_id())
                 t.dirty[m.aid] = (ds_name, n)
+            t.edits += 1
 
     def delete_array(self, ds_name: str, name: str) -> None:
         with self.write_lock:
@@ -279,10 +283,12 @@ class StoreState:
                 raise KeyError(f"array {name!r} is not defined in dataset {ds_name!r}")
             del t.edit_dataset(ds_name).arrays[name]
             self._forget(t, name, m.aid)
+            t.edits += 1
 
     def set_attribute(self, ds_name: str, key: str, value: tuple[str, Any]) -> None:
         with self.write_lock:
             self.txn.edit_dataset(ds_name).attrs[key] = value
+            self.txn.edits += 1
 
     def write(self, ds_name: str, name: str, start: Sequence[int], data: np.ndarray,
               check: Callable[[ArrayMeta], tuple[Sequence[int], np.ndarray]]) -> None:

@@ -4,6 +4,8 @@
 
     atlas info STORE                      codec, metadata format, datasets, arrays, sizes on disk
     atlas ls STORE [DATASET]              datasets; or one dataset's arrays and attributes
+    atlas ls STORE --where EXPR           the datasets whose catalog row matches EXPR
+    atlas catalog STORE [--csv | --json]  one row per dataset: attributes, array min/max/null counts
     atlas stats STORE DATASET [ARRAY]     row/null counts, min and max of the arrays
     atlas ingest STORE GLOB... [--create] files xarray can open -> one dataset each, one flush
     atlas compact STORE                   reclaim the space of deleted and overwritten data
@@ -194,8 +196,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     store = _open(args.store)
+    if args.where is not None and args.dataset is not None:
+        raise CliError("give either a DATASET or --where, not both")
     if args.dataset is None:
-        names = store.list_datasets()
+        names = store.list_datasets() if args.where is None else store.query(args.where)
         if args.json:
             _print_json(names)
         else:
@@ -225,6 +229,38 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for k, v in attrs.items():
         print(f"  {k} = {_fmt_value(v)}")
     return 0
+
+
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    df = store.catalog()
+    if args.where is not None:
+        df = df.loc[store.query(args.where)]
+    if args.csv:
+        df.to_csv(sys.stdout)
+    elif args.json:
+        rows = {}
+        for name, row in zip(df.index, df.itertuples(index=False, name=None)):
+            rows[name] = {c: (None if _is_na(v) else list(v) if isinstance(v, tuple)
+                              else v.isoformat() if hasattr(v, "isoformat") else v)
+                          for c, v in zip(df.columns, row)}
+        _print_json(rows)
+    else:
+        with _pandas_display():
+            print(df.to_string())
+    return 0
+
+
+def _is_na(v: Any) -> bool:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    return not isinstance(v, tuple) and bool(pd.isna(v))
+
+
+def _pandas_display() -> Any:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    return pd.option_context("display.width", 10**6, "display.max_columns", None, "display.max_rows", None)
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -361,8 +397,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset", metavar="DATASET", nargs="?")
     s.add_argument("-a", "--all", action="store_true",
                    help="also show reserved attributes (names starting with '_', e.g. the xarray mapping's)")
+    s.add_argument("--where", metavar="EXPR", default=None,
+                   help="only the datasets whose catalog row matches EXPR (see 'atlas catalog'), e.g. "
+                        "\"platform == 'BO' and `time.min` >= '2020-06-01'\"")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_ls)
+
+    s = sub.add_parser("catalog", parents=[verbose],
+                       help="one row per dataset: attributes and each array's min, max, null and row counts",
+                       description="The table of Atlas.catalog(): built from the metadata alone, no chunk is read.")
+    s.add_argument("store", metavar="STORE")
+    s.add_argument("--where", metavar="EXPR", default=None, help="only the rows matching EXPR (as in Atlas.query)")
+    fmt = s.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    fmt.add_argument("--json", action="store_true", help="print JSON: {dataset: {column: value}}")
+    s.set_defaults(func=_cmd_catalog)
 
     s = sub.add_parser("stats", parents=[verbose], help="row/null counts, min and max of a dataset's arrays")
     s.add_argument("store", metavar="STORE")

@@ -274,6 +274,46 @@ class Atlas:
         """Whether a dataset of that name exists."""
         return isinstance(name, str) and name in self._state.meta.datasets
 
+    # ------------------------------------------------------------------ catalog
+    def catalog(self, arrays: Optional[Sequence[str]] = None, attributes: Optional[Sequence[str]] = None) -> Any:
+        """A ``pandas.DataFrame`` with one row per dataset, built from metadata alone (no chunk is read).
+
+        The index holds the dataset names in store order. Columns: each dataset attribute
+        key (``{var}.{attr}`` keys of stored xarray datasets included; typed, NA where a
+        dataset lacks it), then for each array name ``{array}.min``, ``{array}.max``,
+        ``{array}.null_count``, ``{array}.row_count`` and ``{array}.shape`` (a tuple), min
+        and max in the array's kind (timestamps ``datetime64[ns]``, strings ``str``).
+        ``arrays=`` / ``attributes=`` restrict the columns to those names (``ValueError``
+        for a name no dataset has). Statistics are those of the last flush, as
+        :meth:`DatasetView.array_stats`; attributes and array definitions include pending
+        changes. The table is cached until the next flush or edit.
+        """
+        from ._catalog import catalog
+
+        return catalog(self, arrays, attributes)
+
+    def query(self, expr: str) -> list[str]:
+        """Names of the datasets whose catalog row matches ``expr``, in store order.
+
+        ``expr`` uses ``pandas.DataFrame.query`` syntax over the columns of :meth:`catalog`
+        (dotted names in backticks), e.g. ``"platform == 'BO' and month >= 6 and
+        `time.min` >= '2020-01-01'"``; timestamps compare with ISO strings. A comparison
+        with a missing value never matches (``not`` and ``!=`` included); use
+        ``col.isna()``. Bad expressions and unknown columns raise ``ValueError`` naming them.
+        The result feeds :meth:`read_array_across_stacked` and :meth:`to_xarray_many`.
+        """
+        from ._catalog import query
+
+        return query(self, expr)
+
+    def _catalog_source(self, take: Any) -> Any:
+        """Internal, the catalog's one view of the state: ``take(key, meta)`` under the store lock,
+        ``key`` changing with every flush and every catalog-visible edit."""
+        st = self._state
+        with st.write_lock:
+            t = st.txn
+            return take((t.meta.uid, t.base.generation, id(t), t.edits), t.meta)
+
     # ------------------------------------------------------------------ bulk reads
     def _instances(self, txn: Transaction, array: str, dataset_names: Sequence[str]) -> list[Optional[ArrayMeta]]:
         if not isinstance(array, str):
