@@ -29,7 +29,7 @@ from . import _mapping as M
 
 #: the encoding keys kept per variable (what CF decoding removed from the attributes)
 KEYS = ("dtype", "_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "units", "calendar",
-        "char_dim_name")
+        "char_dim_name", "_Encoding", "original_shape")
 #: the decoding keywords of ``xr.open_dataset`` the backend honours (``decode_cf`` is xarray's)
 DECODERS = ("mask_and_scale", "decode_times", "decode_timedelta", "use_cftime", "concat_characters", "decode_coords")
 
@@ -126,7 +126,7 @@ def _encode_variable(name: Any, var: Any) -> Any:
     from xarray.coding import strings
 
     enc = dict(var.encoding)
-    if not any(k in enc for k in KEYS if k != "char_dim_name") and var.dtype.kind not in "MmO":
+    if not any(k in enc for k in KEYS if k not in ("char_dim_name", "original_shape")) and var.dtype.kind not in "MmO":
         return var
     source = dict(enc)
     enc.setdefault("_FillValue", None)  # what the store holds: no default fill added
