@@ -492,7 +492,7 @@ def test_nothing_on_disk_changes_before_first_flush(tmp_path):
         ("int16", np.arange(3, dtype=np.float64)),
         ("float64", np.array(["a", "b", "c"])),
         ("int64", np.array(["a", "b", "c"], dtype=object)),
-        ("timestamp_ns", np.arange(3, dtype=np.int64)),
+        ("timestamp_ns", np.arange(3, dtype=np.uint64)),  # int64 ns are accepted (reference compatibility)
         ("int64", np.zeros(3, dtype="datetime64[ns]")),
         ("float64", np.zeros(3, dtype=bool)),
         ("int64", [1, 2, 3]),

@@ -29,14 +29,14 @@ from . import _mapping as M
 
 #: the encoding keys kept per variable (what CF decoding removed from the attributes)
 KEYS = ("dtype", "_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "units", "calendar",
-        "char_dim_name", "_Encoding", "original_shape")
+        "char_dim_name", "_Encoding", "original_shape", "coordinates")
 #: the decoding keywords of ``xr.open_dataset`` the backend honours (``decode_cf`` is xarray's)
 DECODERS = ("mask_and_scale", "decode_times", "decode_timedelta", "use_cftime", "concat_characters", "decode_coords")
 
 
 # ------------------------------------------------------------------ writing
-def capture(var: Any) -> Optional[list[list[Any]]]:
-    """The CF part of ``var.encoding`` as ``[[key, value, kind], ...]`` (JSON-able), or None."""
+def capture(var: Any) -> list[list[Any]]:
+    """The CF part of ``var.encoding`` as ``[[key, value, kind], ...]`` (JSON-able)."""
     out = []
     for k in KEYS:
         if k not in var.encoding:
@@ -52,7 +52,7 @@ def capture(var: Any) -> Optional[list[list[Any]]]:
         except TypeError:
             continue  # not representable: xarray falls back to its defaults on write
         out.append([k, M._jsonable(value), kind])
-    return out or None
+    return out
 
 
 def restore(stored: list[list[Any]]) -> dict[str, Any]:
@@ -65,12 +65,11 @@ def restore(stored: list[list[Any]]) -> dict[str, Any]:
 
 
 def decoded_missing(var: Any) -> tuple[bool, Any]:
-    """``(True, atlas fill)`` when xarray decoded ``var``'s fill into the data (its encoding
-    holds ``_FillValue`` or ``missing_value``): NaN for floats, NaT for datetimes and
-    timedeltas, None (no fill) for strings. ``(False, None)`` otherwise (integers keep the
-    encoded fill, which cells equal to it read as in any CF reader)."""
-    if "_FillValue" not in var.encoding and "missing_value" not in var.encoding:
-        return False, None
+    """``(True, atlas fill)`` for a variable whose missing cells read as NaN / NaT: NaN for
+    floats, NaT for datetimes and timedeltas, whatever fill the source encoded; None (no
+    fill) for strings whose fill xarray moved to the encoding. ``(False, None)`` when the
+    ``_FillValue`` is an attribute (data not decoded: the fill is the data's own) and for
+    integers (they keep an encoded fill, which cells equal to it read as in CF readers)."""
     if "_FillValue" in var.attrs:
         return False, None
     kind = var.dtype.kind
@@ -78,7 +77,7 @@ def decoded_missing(var: Any) -> tuple[bool, Any]:
         return True, float("nan")
     if kind in "Mm":
         return True, int(D.NAT_BITS)
-    if kind in "OUS":
+    if kind in "OUS" and ("_FillValue" in var.encoding or "missing_value" in var.encoding):
         return True, None
     return False, None
 
@@ -126,7 +125,8 @@ def _encode_variable(name: Any, var: Any) -> Any:
     from xarray.coding import strings
 
     enc = dict(var.encoding)
-    if not any(k in enc for k in KEYS if k not in ("char_dim_name", "original_shape")) and var.dtype.kind not in "MmO":
+    if not any(k in enc for k in KEYS if k not in ("char_dim_name", "original_shape", "coordinates")) \
+            and var.dtype.kind not in "MmO":
         return var
     source = dict(enc)
     enc.setdefault("_FillValue", None)  # what the store holds: no default fill added

@@ -82,9 +82,7 @@ def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[M
         vm: dict[str, Any] = {"dtype": orig, "attrs": [[key, a[0]] for key, a in attrs.items()],
                               "fill_attr": "_FillValue" in var.attrs}
         var_meta[vname] = vm
-        source_enc = _cf.capture(var)
-        if source_enc is not None:
-            vm["encoding"] = source_enc
+        vm["encoding"] = _cf.capture(var)
         if "_FillValue" in var.attrs and isinstance(var.attrs["_FillValue"], bytes):
             vm["fill"] = list(M.encode_attr(var.attrs["_FillValue"]))
         if np.dtype(orig).kind == "S" or (np.dtype(orig).kind == "O" and _all_bytes(var, missing)):
@@ -168,10 +166,13 @@ def _mark_missing(var: xr.Variable) -> tuple[xr.Variable, Optional[tuple[str, st
     kind = "none" if flat[miss[0]] is None else "nan"
     present = {x.decode("latin-1") if isinstance(x, bytes) else x for x in flat if not _is_missing(x)}
     fv = var.encoding.get("_FillValue")
+    as_bytes = all(isinstance(x, bytes) for x in flat if not _is_missing(x))
+    # else a private-use character (str) or bytes that are not UTF-8 (bytes, stored as Latin-1)
+    mark = "\xfe\xff" if as_bytes else "\ue000"
     candidates = ([fv.decode("latin-1") if isinstance(fv, bytes) else fv] if isinstance(fv, (str, bytes)) else []) \
-        + ["", "\x00"] + [f"\x00missing{i}" for i in range(len(present) + 1)]
+        + [f"{mark}{i}" for i in range(len(present) + 1)]
     ph = next(c for c in candidates if c not in present)
-    cell: Any = ph.encode("latin-1") if all(isinstance(x, bytes) for x in flat if not _is_missing(x)) else ph
+    cell: Any = ph.encode("latin-1") if as_bytes else ph
     out = np.empty(len(flat), dtype=object)
     out[:] = flat
     out[miss] = cell
