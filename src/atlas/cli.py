@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="more output: -v INFO logs and tracebacks, -vv DEBUG logs")
     progress = argparse.ArgumentParser(add_help=False)
     progress.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                          help="show progress (a tqdm bar when tqdm is installed, else log lines); "
+                          help="show progress (a tqdm bar when tqdm is installed, else a plain one-line bar); "
                                "default: only when stderr is a terminal")
 
     p = argparse.ArgumentParser(

@@ -117,7 +117,7 @@ class Atlas:
         """Flush, then rewrite each array name's live chunks into one segment and delete the rest.
 
         Reclaims the space of deleted datasets/arrays and overwritten chunks; reads are unchanged.
-        ``progress`` (False, True for a bar or log lines, or ``fn(done, total)``) counts the array names rewritten.
+        ``progress`` (False, True for a bar, or ``fn(done, total)``) counts the array names rewritten.
         """
         check_progress(progress)
         with self._engine.lock:

@@ -99,7 +99,7 @@ def _has_groups(path: str, engine: Optional[str]) -> bool:
 
             with netCDF4.Dataset(path) as nc:
                 return bool(nc.groups)
-        import h5netcdf
+        import h5netcdf  # type: ignore[import-not-found,unused-ignore]
 
         with h5netcdf.File(path, "r") as f:
             return bool(f.groups)
