@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -309,17 +310,39 @@ def _open_for_ingest(args: argparse.Namespace) -> Any:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from .integrations import _ingest
+    from .integrations import _chunking, _ingest
 
     paths, _ = _ingest.plan(args.files, args.name_from)  # refuse bad files/names before creating a store
+    chunks = _chunking.parse_chunks(args.chunks) if args.chunks else None
+    open_kwargs: dict[str, Any] = {}
+    if args.no_decode_times:
+        open_kwargs["decode_times"] = False
+    if args.no_mask_and_scale:
+        open_kwargs["mask_and_scale"] = False
+    if args.drop_variables:
+        open_kwargs["drop_variables"] = [v.strip() for v in args.drop_variables.split(",") if v.strip()]
+    existed = os.path.exists(args.store)
     store = _open_for_ingest(args)
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    t0 = time.perf_counter()
-    store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show)
-    store.flush()
+    created = not existed and args.create
+    try:
+        show = sys.stderr.isatty() if args.progress is None else args.progress
+        t0 = time.perf_counter()
+        added = store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show,
+                             open_kwargs=open_kwargs, groups=args.groups, chunks=chunks,
+                             on_error="skip" if args.skip_errors else "raise")
+        store.flush()
+    except BaseException:
+        if created:  # a failed --create leaves no store behind
+            store._state.storage.close()  # releases file handles; never flushes
+            shutil.rmtree(args.store, ignore_errors=True)
+        raise
     dt = time.perf_counter() - t0
-    print(f"ingested {len(paths)} files into {store.location} "
-          f"({len(store.list_datasets())} datasets, generation {store.generation}) in {dt:.2f} s")
+    refused = getattr(added, "refused", [])
+    for path, reason in refused:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"ingested {len(paths) - len(refused)} files into {store.location} "
+          f"({len(store.list_datasets())} datasets, generation {store.generation}) in {dt:.2f} s"
+          + (f"; skipped {len(refused)} of {len(paths)} files" if refused else ""))
     return 0
 
 
@@ -375,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="more output: -v INFO logs and tracebacks, -vv DEBUG logs")
     progress = argparse.ArgumentParser(add_help=False)
     progress.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                          help="show progress (a tqdm bar when tqdm is installed, else log lines); "
+                          help="show progress (a tqdm bar when tqdm is installed, else a plain one-line bar); "
                                "default: only when stderr is a terminal")
 
     p = argparse.ArgumentParser(
@@ -425,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="add files xarray can open (NetCDF, ...) as datasets, one flush at the end",
         description="Open every file matching the patterns (quote them; ** recurses) with xarray in "
                     "parallel, add each as one dataset in file order, and flush once at the end. "
-                    "All or nothing: if a file fails, nothing is written.",
+                    "All or nothing: if a file fails, nothing is written (and a store made by --create "
+                    "is removed), unless --skip-errors.",
     )
     s.add_argument("store", metavar="STORE")
     s.add_argument("files", metavar="GLOB", nargs="+", help="file paths or glob patterns")
@@ -440,6 +464,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name-from", choices=("stem", "name"), default="stem",
                    help="dataset name: the file name without (stem, default) or with (name) its extension")
     s.add_argument("--engine", default=None, help="xarray engine (default: xarray guesses)")
+    s.add_argument("--groups", choices=("root", "all"), default="root",
+                   help="root (default): the root group of each file; all: every group as its own dataset, "
+                        "named NAME.GROUP.SUBGROUP")
+    s.add_argument("--chunks", default=None, metavar="DIM=SIZE,...",
+                   help="chunk sizes, e.g. time=24,lat=-1 (-1: whole axis); other axes are split into "
+                        "chunks of about 1 MiB aligned with the file's own chunks (the default for all axes)")
+    s.add_argument("--skip-errors", action="store_true",
+                   help="skip files that cannot be opened or stored (nothing of them is added) and list them "
+                        "on stderr, instead of ingesting nothing")
+    s.add_argument("--no-decode-times", action="store_true", help="open with decode_times=False (times stay numbers)")
+    s.add_argument("--no-mask-and-scale", action="store_true",
+                   help="open with mask_and_scale=False (fills and packing stay as in the file)")
+    s.add_argument("--drop-variables", default=None, metavar="A,B", help="variables not to ingest (comma-separated)")
     s.set_defaults(func=_cmd_ingest)
 
     s = sub.add_parser("compact", parents=[verbose, progress],

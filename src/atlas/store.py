@@ -123,7 +123,7 @@ class Atlas:
         """Flush, then rewrite each array name's live chunks into one segment and delete the rest.
 
         Reclaims the space of deleted datasets/arrays and overwritten chunks; reads are unchanged.
-        ``progress`` (False, True for a bar or log lines, or ``fn(done, total)``) counts the array names rewritten.
+        ``progress`` (False, True for a bar, or ``fn(done, total)``) counts the array names rewritten.
         """
         check_progress(progress)
         st = self._state
@@ -198,20 +198,31 @@ class Atlas:
         return to_xarray_many(self, names, concat_dim, parallel, chunks, progress)
 
     def ingest(self, files: Sequence[str], name_from: str = "stem", engine: Optional[str] = None,
-               jobs: Optional[int] = None, progress: ProgressArg = False) -> list[str]:
-        """Add every file matching ``files`` (paths or glob patterns, ``**`` recurses) as one dataset.
+               jobs: Optional[int] = None, progress: ProgressArg = False, *, open_kwargs: Optional[dict[str, Any]] = None,
+               groups: str = "root", chunks: Optional[dict[str, Any]] = None, on_error: str = "raise") -> list[str]:
+        """Add every file matching ``files`` (paths or glob patterns, ``**`` recurses) as datasets.
 
-        Files are opened with xarray (any format it reads; ``engine`` as in
+        Files are opened with xarray (any format it reads; ``engine`` and ``open_kwargs``
+        such as ``decode_times``, ``mask_and_scale``, ``drop_variables`` as in
         ``xarray.open_dataset``) on ``jobs`` threads (default ``min(8, cores)``; NetCDF/HDF5
         files one at a time, their C libraries not being thread-safe) and added in file order
         with :meth:`add_xr_dataset`, named after the file (``name_from="stem"`` drops the
-        extension, ``"name"`` keeps it). Never flushes. All or nothing: if a file cannot be
-        opened or stored, the datasets this call added are removed again and ``IngestError``
-        (a ``ValueError``) is raised. ``progress`` counts the files. Returns the names added.
+        extension, ``"name"`` keeps it). ``groups="all"`` adds every group of a file as its
+        own dataset, named ``{name}.{group}.{subgroup}`` (the root keeps ``{name}``);
+        ``"root"`` (the default) adds the root group and refuses a file whose root is empty
+        while it has groups. ``chunks={dim: size}`` (``-1``: the whole axis) fixes chunk
+        sizes; other axes are split so that chunks hold about 1 MiB, aligned with the file's
+        own chunks (see ``atlas.integrations._chunking``). Never flushes.
+
+        ``on_error="raise"`` (the default): all or nothing; if a file cannot be opened or
+        stored, the datasets this call added are removed again and ``IngestError`` (a
+        ``ValueError``) is raised. ``"skip"``: a bad file adds nothing and the others go on;
+        the result's ``refused`` lists ``(file, one-line reason)``. ``progress`` counts the
+        files. Returns the names added (a list, with ``.refused``).
         """
         from .integrations._ingest import ingest
 
-        return ingest(self, files, name_from, engine, jobs, progress)
+        return ingest(self, files, name_from, engine, jobs, progress, open_kwargs, groups, chunks, on_error)
 
     # ------------------------------------------------------------------ properties
     @property
