@@ -16,6 +16,7 @@ from ._state import StoreState, Transaction
 from ._progress import Progress, ProgressArg, check as check_progress
 from .errors import StaleStoreError
 from ._meta import META_PATH, ArrayMeta, StoreMeta, validate_name
+from . import _batch
 from .dataset import DatasetView, to_user
 from .storage import Storage, storage_for
 
@@ -356,6 +357,29 @@ class Atlas:
             st.read(txn, array, part, start, count, out[i:i + len(part)])
             bar.update(len(part))
         return out
+
+    def read_arrays_across(self, arrays: Sequence[str], dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
+                           shape: Optional[Sequence[int]] = None, stacked: bool = False) -> dict[str, Any]:
+        """Several arrays from many datasets in one request: ``{array: result}``.
+
+        With ``stacked=False`` each result is :meth:`read_array_across`'s list (None where a
+        dataset lacks the array); with ``stacked=True`` it is
+        :meth:`read_array_across_stacked`'s ``(N, *shape)`` array (same rules and errors).
+        Every read sees the same state of the store and they run side by side on the pool:
+        the loop ``{n: store.open_dataset(n).read_arrays(arrays) for n in names}`` as one call.
+        """
+        return _batch.across(self._state, arrays, dataset_names, start, shape, stacked)
+
+    def array_stats_across(self, array: str, dataset_names: Sequence[str]) -> dict[str, Any]:
+        """The statistics of ``array`` in many datasets as columns (NumPy masked arrays of length N).
+
+        ``{"row_count", "null_count", "min", "max"}``, in the order of ``dataset_names``:
+        what :meth:`DatasetView.array_stats` gives each dataset (as of the last flush), without
+        a call per dataset. Entries are masked where a dataset lacks the array or it was
+        never flushed (all four) or has no value (``min``/``max``). ``min``/``max`` have the
+        array's dtype (``datetime64[ns]`` for timestamps, object for strings).
+        """
+        return _batch.stats_across(self._state.txn, array, dataset_names)
 
     def read_array_across(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
                           shape: Optional[Sequence[int]] = None, progress: ProgressArg = False) -> list[Optional[np.ndarray]]:
