@@ -9,6 +9,7 @@ tensorstore's asynchronous reads do.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -33,7 +34,7 @@ class ReadTask(NamedTuple):
 
     @property
     def nbytes(self) -> int:
-        return len(self.metas) * int(np.prod(self.shape)) * self.metas[0].sdtype.itemsize
+        return len(self.metas) * math.prod(self.shape) * self.metas[0].sdtype.itemsize
 
 
 def run(state: "StoreState", txn: "Transaction", tasks: Sequence[ReadTask]) -> list[np.ndarray]:
@@ -42,8 +43,9 @@ def run(state: "StoreState", txn: "Transaction", tasks: Sequence[ReadTask]) -> l
     Several tasks moving enough data run concurrently on the pool (each one's own decoding
     then stays on its thread); a lone or small task runs on the caller's thread.
     """
-    parallel = len(tasks) > 1 and sum(t.nbytes for t in tasks) >= PARALLEL_MIN_BYTES
-    return _executor.run(lambda t: state.read(txn, t.array, t.metas, t.start, t.shape), tasks, parallel=parallel)
+    if len(tasks) > 1 and sum(t.nbytes for t in tasks) >= PARALLEL_MIN_BYTES:
+        return _executor.run(lambda t: state.read(txn, t.array, t.metas, t.start, t.shape), tasks, parallel=True)
+    return [state.read(txn, t.array, t.metas, t.start, t.shape) for t in tasks]
 
 
 def to_user(m: ArrayMeta, data: np.ndarray) -> np.ndarray:

@@ -154,6 +154,7 @@ class Transaction:
         self.dead: set[int] = set()  # instances deleted
         self.touched: set[str] = set()  # datasets created or changed
         self.edits = 0  # changes a catalog shows (datasets, arrays, attributes; not data)
+        self._owned: set[str] = set()  # datasets already copied into the working metadata
         self._meta: StoreMeta | None = None  # the working copy, made at the first change
 
     @property
@@ -176,14 +177,21 @@ class Transaction:
         return m
 
     def edit_dataset(self, name: str) -> DatasetMeta:
-        """A fresh copy of dataset ``name`` put in the working metadata (what readers hold never changes)."""
+        """Dataset ``name`` of the working metadata, ready to change.
+
+        The first edit in a transaction copies it (a snapshot's datasets never change); later
+        edits change that copy in place, which readers see as pending changes (they take
+        ``list()`` of its tables, one atomic step, never iterate them live).
+        """
         meta = self.working()
         ds = meta.datasets.get(name)
         if ds is None:
             raise KeyError(f"dataset {name!r} no longer exists (deleted)")
-        ds = ds.copy()
-        meta.datasets[name] = ds
-        self.touched.add(name)
+        if name not in self._owned:
+            ds = ds.copy()
+            meta.datasets[name] = ds
+            self._owned.add(name)
+            self.touched.add(name)
         return ds
 
 
@@ -241,6 +249,7 @@ class StoreState:
                 raise FileExistsError(f"dataset {name!r} already exists")
             meta.datasets[name] = DatasetMeta(name)
             self.txn.touched.add(name)
+            self.txn._owned.add(name)
             self.txn.edits += 1
 
     def delete_dataset(self, name: str) -> None:
@@ -249,6 +258,7 @@ class StoreState:
             if not isinstance(name, str) or name not in t.meta.datasets:
                 raise KeyError(f"no dataset named {name!r}")
             ds = t.working().datasets.pop(name)
+            t._owned.discard(name)
             for a, m in ds.arrays.items():
                 self._forget(t, a, m.aid)
             t.touched.add(name)

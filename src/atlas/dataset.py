@@ -209,7 +209,7 @@ class DatasetView:
 
     def attributes(self) -> dict[str, Any]:
         """Every attribute: ``{name: value}``."""
-        return {k: D.attribute_value(*a) for k, a in self._ds().attrs.items()}
+        return {k: D.attribute_value(*a) for k, a in list(self._ds().attrs.items())}
 
 
 def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], chunk_shape: Optional[Sequence[int]],

@@ -278,7 +278,7 @@ class Atlas:
         """Distinct array names across all datasets, in first-definition order."""
         seen: dict[str, None] = {}
         for ds in self._state.meta.datasets.values():
-            for a in ds.arrays:
+            for a in list(ds.arrays):
                 seen.setdefault(a, None)
         return list(seen)
 
