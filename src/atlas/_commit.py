@@ -24,7 +24,7 @@ from ._segments import CHUNK_COLUMNS, ChunkIndex
 from ._stats import fill_deferred, instance_stats
 from ._write import SOLO_FRAME
 
-FLUSH_BATCH_BYTES = 16 * 1024 * 1024  # a flush compresses and writes frames in batches of about this size
+FLUSH_BATCH_BYTES = 4 * 1024 * 1024  # a flush compresses and writes frames in batches of about this size (bounds its memory)
 
 Commit = Callable[[StoreMeta], None]
 Items = list[tuple[tuple[int, int], Pending]]

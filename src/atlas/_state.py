@@ -39,7 +39,7 @@ def default_pending_budget() -> int:
             return max(0, int(env))
         except ValueError:
             raise ValueError(f"ATLAS_PENDING_BUDGET must be a number of bytes, got {env!r}") from None
-    return 16 * 1024 * 1024  # ingest memory stays ~50-75 MB above the baseline (benchmarks/compare_gridded.py)
+    return 8 * 1024 * 1024  # gridded ingest peaks ~31 MiB above its baseline (2x h5py; issue #14)
 
 
 # ---------------------------------------------------------------------- epochs
