@@ -107,6 +107,31 @@ class TestStorageContract:
         assert bytes(s.read_ranges("arrays/a/s.bin", [0], [80])[0]) == data(40, 2) + data(40, 3)
         assert bytes(s.read("arrays/a/s.bin")) == data(40, 2) + data(40, 3)
 
+    def test_stamps_change_when_a_file_is_replaced_and_read_unless_reuses(self, where):
+        """``stamp`` is None (unknown) or a token that changes with the file; ``read_unless``
+        returns no bytes only for the file the stamp names, and then its commits still check."""
+        s = where.handle()
+        s.commit("atlas.meta", data(50, 1))
+        stamp, got = s.read_unless("atlas.meta", None)
+        assert bytes(got) == data(50, 1)
+        if stamp is None:  # a backend without cheap stamps always reads
+            assert s.stamp("atlas.meta") is None
+            assert bytes(s.read_unless("atlas.meta", ("any",))[1]) == data(50, 1)
+            return
+        assert s.stamp("atlas.meta") == stamp
+        again = where.handle()
+        assert again.read_unless("atlas.meta", stamp) == (stamp, None)
+        again.commit("atlas.meta", data(50, 2))  # the reused parse is this handle's view: it may commit
+        new = s.stamp("atlas.meta")
+        assert new is not None and new != stamp
+        st2, got2 = s.read_unless("atlas.meta", stamp)
+        assert st2 == new and bytes(got2) == data(50, 2)
+        s.write("arrays/a/x.bin", data(10))
+        first = s.stamp("arrays/a/x.bin")
+        s.write("arrays/a/x.bin", data(10, 5))  # same size, rewritten
+        assert s.stamp("arrays/a/x.bin") != first
+        assert s.stamp("arrays/a/missing.bin") is None
+
     # ------------------------------------------------------------------ ranged reads
     def test_read_ranges_in_the_order_asked(self, where):
         s = where.handle()

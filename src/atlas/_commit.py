@@ -240,7 +240,7 @@ def verify(fr: FrameReader, meta: StoreMeta) -> list[str]:
                 need.setdefault(a, {})[m.aid] = m.chunk_nbytes
     for name, phys in meta.physical.items():
         try:
-            idx = fr.load_index(name, phys)  # re-read from storage, not from a cache
+            idx = fr.read_index(name, phys)  # re-read from storage, not from a cache
         except Exception as e:  # noqa: BLE001 - report and go on
             problems.append(f"array {name!r}: index unreadable: {e}")
             continue

@@ -38,6 +38,33 @@ def _reopen(storage: Storage, generation: int, uid: str = "") -> "Atlas":
     return st
 
 
+_PARSED: dict[tuple[str, str], tuple[Any, StoreMeta, str, str]] = {}  # location -> (file stamp, parse)
+
+
+def _load_meta(storage: Storage) -> tuple[StoreMeta, str, str]:
+    """The committed metadata of a store, with its format and compression.
+
+    A committed state never changes, so when the metadata file is still the one this
+    process parsed last (same inode, size and modification time, on local disk), the parse
+    is reused: reopening a store costs a ``stat``, not a parse of every dataset's entry.
+    """
+    key = (type(storage).__name__, storage.location)
+    hit = _PARSED.get(key)
+    try:
+        stamp, data = storage.read_unless(META_PATH, None if hit is None else hit[0])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no atlas store at {storage.location!r} (missing {META_PATH})") from None
+    if data is None:
+        assert hit is not None
+        return hit[1], hit[2], hit[3]
+    where = f"{storage.location}/{META_PATH}"
+    obj, fmt, comp = _metaio.decode(data, where)
+    meta = StoreMeta.from_dict(obj, where)
+    if stamp is not None:
+        _PARSED[key] = (stamp, meta, fmt, comp)
+    return meta, fmt, comp
+
+
 class Atlas:
     """A store of many named datasets whose same-named arrays share physical files.
 
@@ -83,13 +110,7 @@ class Atlas:
     def open(cls, source: Any) -> "Atlas":
         """Open an existing store; codec and metadata format/compression are detected."""
         storage = storage_for(source, create=False)
-        try:
-            data = storage.read(META_PATH)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no atlas store at {storage.location!r} (missing {META_PATH})") from None
-        where = f"{storage.location}/{META_PATH}"
-        obj, fmt, comp = _metaio.decode(data, where)
-        return cls(storage, StoreMeta.from_dict(obj, where), fmt, comp)
+        return cls(storage, *_load_meta(storage))
 
     def _commit(self, meta: StoreMeta) -> None:
         data = _metaio.encode(meta.to_dict(self._meta_format), self._meta_format, self._meta_compression)

@@ -9,7 +9,7 @@ A handle is used from many threads at once (the engine's pools read ranges in pa
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Union
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -77,6 +77,17 @@ class Storage(abc.ABC):
     def size_of(self, paths: Sequence[str]) -> int:
         """Total bytes of ``paths`` (for reporting); a missing file counts 0."""
         return sum(len(self.read(p)) for p in paths)
+
+    def stamp(self, path: str) -> Hashable | None:
+        """A cheap token that changes whenever ``path`` is replaced or rewritten (None: unknown),
+        so what was decoded from a file can be reused while it holds."""
+        return None
+
+    def read_unless(self, path: str, stamp: Hashable | None) -> tuple[Hashable | None, Buffer | None]:
+        """``(stamp, bytes)`` of a whole file, or ``(stamp, None)`` when it is still the one ``stamp``
+        names (so a parse of it can be reused). ``stamp`` None means unknown: always read.
+        Backends that cannot tell cheaply always read (and return a None stamp)."""
+        return None, self.read(path)
 
     def close(self) -> None:
         """Release cached handles (the storage stays usable)."""
