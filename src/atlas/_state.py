@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import _commit, _read, _write
+from . import _commit, _read, _resize, _write
 from ._frames import FrameReader
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._pending import PendingStore
@@ -153,6 +153,8 @@ class Transaction:
         self.dirty: dict[int, tuple[str, str]] = {}  # instances defined or written: aid -> (dataset, array)
         self.dead: set[int] = set()  # instances deleted
         self.touched: set[str] = set()  # datasets created or changed
+        #: chunk indexes this transaction changed without new data (re-keyed by a resize, see _resize)
+        self.overlays: dict[str, ChunkIndex] = {}
         self._meta: StoreMeta | None = None  # the working copy, made at the first change
 
     @property
@@ -162,7 +164,8 @@ class Transaction:
         return self.base.meta if m is None else m
 
     def index(self, name: str) -> ChunkIndex:
-        return self.base.index(name)
+        idx = self.overlays.get(name)
+        return self.base.index(name) if idx is None else idx
 
     @property
     def changed(self) -> bool:
@@ -294,6 +297,18 @@ class StoreState:
                 t.dirty[m.aid] = (ds_name, name)
                 t.touched.add(ds_name)
 
+    def resize(self, ds_name: str, name: str, plan: Callable[[ArrayMeta], tuple[Sequence[int], Any]],
+               then: Callable[[ArrayMeta, Any], None] | None = None) -> None:
+        """Resize array ``name`` of a dataset: ``plan(meta) -> (new shape, extra)`` validates first;
+        ``then(new meta, extra)`` follows under the same lock (undone with the resize if it fails)."""
+        with self.write_lock:
+            t = self.txn
+            m = self.dataset(ds_name, t).arrays.get(name)
+            if m is None:
+                raise KeyError(f"array {name!r} is not defined in dataset {ds_name!r}")
+            shape, extra = plan(m)
+            _resize.resize(t, ds_name, name, m, tuple(shape), None if then is None else (lambda nm: then(nm, extra)))
+
     # ---------------------------------------------------------------- commits
     def flush(self) -> bool:
         """Publish the transaction as the next snapshot; False when there was nothing to flush."""
@@ -301,7 +316,7 @@ class StoreState:
             t = self.txn
             if not t.changed and not t.pending:
                 return False
-            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, self._commit)
+            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, self._commit, reindexed=t.overlays)
             self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
             return True
 
