@@ -131,6 +131,14 @@ def _apply(t: "Transaction", ds_name: str, name: str, m: ArrayMeta, nm: ArrayMet
     idx = t.index(name)
     rows = idx.rows_of(m.aid)
     stored = idx.chunks["cid"][rows]
+    if grow_only and same_ids:  # the common append: ids stay, nothing is rewritten (older stores aside)
+        if m.stats is not None:
+            nm.stats = {**m.stats, "null_count": m.stats["null_count"] + nm.row_count - m.row_count}
+        if m.fill is None and stored.size and not m.layout.empty:
+            _mask_legacy_edges(t, name, m, nm, idx, rows, kc, g)
+        t.edit_dataset(ds_name).arrays[name] = nm
+        t.dirty[nm.aid] = (ds_name, name)
+        return nm
     pend = _pending_of(t, name, m, g)
     rekey = (stored.size > 0 or bool(pend)) and not (grow_only and same_ids)
     if m.stats is not None and grow_only:
@@ -168,6 +176,27 @@ def _apply(t: "Transaction", ds_name: str, name: str, m: ArrayMeta, nm: ArrayMet
         t.dead.add(m.aid)
     t.dirty[nm.aid] = (ds_name, name)
     return nm
+
+
+def _mask_legacy_edges(t: "Transaction", name: str, m: ArrayMeta, nm: ArrayMeta, idx: ChunkIndex, rows: slice,
+                       kc: tuple[int, ...], g: tuple[int, ...]) -> None:
+    """Give a mask to stored edge chunks written without one (older stores) whose padding becomes valid.
+
+    Pending chunks never need it: this version writes every edge chunk of a fill-less array
+    with its mask.
+    """
+    axes = [d for d, (a, b) in enumerate(zip(m.shape, nm.shape)) if b > a and a % kc[d]]
+    if not axes:
+        return
+    cids = idx.chunks["cid"][rows]
+    legacy = ~idx.chunks["wmask"][rows].astype(bool)
+    coords = np.unravel_index(cids, g)
+    edge = np.zeros(cids.size, bool)
+    for d in axes:
+        edge |= coords[d] == g[d] - 1
+    sel = cids[edge & legacy]
+    sel = sel[[t.pending.get(name, (m.aid, c)) is None for c in sel.tolist()]] if sel.size else sel
+    _rewrite(t, name, m, nm, sel, sel)
 
 
 def _pending_of(t: "Transaction", name: str, m: ArrayMeta, g: tuple[int, ...]) -> dict[int, Pending]:
