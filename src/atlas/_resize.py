@@ -265,9 +265,9 @@ def chunk_entry(codec: str, m: ArrayMeta, chunk: np.ndarray, mask: Optional[np.n
     vsl = tuple(slice(0, int(v)) for v in valid)
     if m.is_string:
         vals = (chunk[vsl] if mask is None else chunk[vsl][mask[vsl]]).ravel()
-        nn = int(vals.size - (np.count_nonzero(vals == m.fill) if m.fill is not None else 0))
+        nvals = int(vals.size - (np.count_nonzero(vals == m.fill) if m.fill is not None else 0))
         raw = encode_strings(chunk) + (mask_bytes(mask) if mask is not None else b"")
-        return Pending(raw, False, len(raw), nn, 0, 0, nn > 0, mask is not None)
+        return Pending(raw, False, len(raw), nvals, 0, 0, nvals > 0, mask is not None)
     flat = np.ascontiguousarray(chunk).reshape(-1)
     nn, mn, mx, has = chunk_stats(m, flat, np.asarray(valid, np.int64).reshape(1, -1),
                                   None if mask is None else mask.reshape(-1).astype(np.uint8))
