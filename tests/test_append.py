@@ -390,3 +390,25 @@ def test_to_xarray_many_pad(store):
     assert lengths == [5, 2]
     with pytest.raises(ValueError, match="chunks=None"):
         store.to_xarray_many(["a", "b"], pad=True, chunks="auto")
+
+
+def test_growth_of_a_store_written_before_edge_masks(tmp_path):
+    # the golden stores' "time" (6,) in chunks of (4,), no fill: its edge chunk was written
+    # without a written-cells mask; growing must still count the new cells as unwritten
+    import shutil
+    from pathlib import Path
+
+    path = tmp_path / "g"
+    shutil.copytree(Path(__file__).parent / "data" / "v1_json", path)
+    a = atlas.Atlas.open(str(path))
+    ds = a.open_dataset("alpha")
+    old = ds.read_array("time")
+    ds.resize_array("time", [9])  # cells 6 and 7 were the edge chunk's padding
+    ds.write_array("time", [6], np.array(["2030-01-01"], dtype="datetime64[ns]"))  # the chunk is rewritten
+    a.flush()
+    st = ds.array_stats("time")
+    assert (st["row_count"], st["null_count"]) == (9, 2)  # cells 7 and 8 were never written
+    assert st["max"] == np.datetime64("2030-01-01", "ns")
+    np.testing.assert_array_equal(ds.read_array("time")[:6], old)
+    assert np.isnat(ds.read_array("time")[7:]).all()
+    assert a.verify() == []
