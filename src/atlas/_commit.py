@@ -10,7 +10,7 @@ snapshot's files.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -130,11 +130,13 @@ def _write_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: 
 
 
 def flush(v: View, meta: StoreMeta, dirty: dict[int, tuple[str, str]], dead: set[int],
-          commit: Commit) -> tuple[StoreMeta, dict[str, ChunkIndex]]:
+          commit: Commit, reindexed: Iterable[str] = ()) -> tuple[StoreMeta, dict[str, ChunkIndex]]:
     """The next committed state of transaction ``v`` (working metadata ``meta``), published by ``commit``.
 
     ``dirty``: the instances defined or written since the last flush (aid -> (dataset,
-    array)); ``dead``: the instances deleted since then, whose rows leave the indexes.
+    array)); ``dead``: the instances deleted since then, whose rows leave the indexes;
+    ``reindexed``: array names whose index ``v`` changed without new chunks (a resize re-keyed
+    chunks): they get a new segment too (an index footer alone, if nothing else is pending).
     Returns the new metadata and the new chunk indexes of the array names written.
     """
     fr = v.frames
@@ -153,6 +155,8 @@ def flush(v: View, meta: StoreMeta, dirty: dict[int, tuple[str, str]], dead: set
         items = [(k, p) for k, p in v.pending.items(name) if k[0] in metas]
         if items:
             written[name] = items
+    for name in reindexed:
+        written.setdefault(name, [])
     fill_deferred((metas[k[0]], p) for items in written.values() for k, p in items)
     new_idx: dict[str, ChunkIndex] = {}
     for name, items in written.items():

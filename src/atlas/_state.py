@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import _commit, _read, _write
+from . import _commit, _read, _resize, _write
 from ._frames import FrameReader
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._pending import PendingStore
@@ -155,6 +155,8 @@ class Transaction:
         self.touched: set[str] = set()  # datasets created or changed
         self.edits = 0  # changes a catalog shows (datasets, arrays, attributes; not data)
         self._owned: set[str] = set()  # datasets already copied into the working metadata
+        #: chunk indexes this transaction changed without new data (re-keyed by a resize, see _resize)
+        self.overlays: dict[str, ChunkIndex] = {}
         self._meta: StoreMeta | None = None  # the working copy, made at the first change
 
     @property
@@ -164,7 +166,8 @@ class Transaction:
         return self.base.meta if m is None else m
 
     def index(self, name: str) -> ChunkIndex:
-        return self.base.index(name)
+        idx = self.overlays.get(name)
+        return self.base.index(name) if idx is None else idx
 
     @property
     def changed(self) -> bool:
@@ -315,6 +318,19 @@ class StoreState:
                 t.dirty[m.aid] = (ds_name, name)
                 t.touched.add(ds_name)
 
+    def resize(self, ds_name: str, name: str, plan: Callable[[ArrayMeta], tuple[Sequence[int], Any]],
+               then: Callable[[ArrayMeta, Any], None] | None = None) -> None:
+        """Resize array ``name`` of a dataset: ``plan(meta) -> (new shape, extra)`` validates first;
+        ``then(new meta, extra)`` follows under the same lock (undone with the resize if it fails)."""
+        with self.write_lock:
+            t = self.txn
+            m = self.dataset(ds_name, t).arrays.get(name)
+            if m is None:
+                raise KeyError(f"array {name!r} is not defined in dataset {ds_name!r}")
+            shape, extra = plan(m)
+            _resize.resize(t, ds_name, name, m, tuple(shape), None if then is None else (lambda nm: then(nm, extra)))
+            t.edits += 1
+
     # ---------------------------------------------------------------- commits
     def flush(self) -> bool:
         """Publish the transaction as the next snapshot; False when there was nothing to flush."""
@@ -322,7 +338,7 @@ class StoreState:
             t = self.txn
             if not t.changed and not t.pending:
                 return False
-            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, self._commit)
+            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, self._commit, reindexed=t.overlays)
             self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
             return True
 

@@ -12,6 +12,7 @@ from . import _batch
 from ._batch import to_user
 from ._box import int_tuple, read_box, write_box
 from ._meta import ArrayMeta, DatasetMeta, validate_name
+from ._resize import shape_after_append
 
 if TYPE_CHECKING:
     from .store import Atlas
@@ -161,6 +162,42 @@ class DatasetView:
                 checked.append((name, write_box(m.shape, s, a.shape, name), a))
             for name, s, a in checked:
                 st.write(self._name, name, s, a, _checked(s, a))
+
+    def resize_array(self, name: str, shape: Sequence[int]) -> None:
+        """Give the array a new shape (same rank): grow or shrink any axis.
+
+        Cells added by growth read as the fill value (0 / "" / NaT without one) until
+        written; cells cut by a shrink are gone for good (growing again does not bring them
+        back). The chunk grid is fixed by ``chunk_shape``: growing rewrites no stored chunk
+        (shrinking rewrites only the edge chunks it cuts). ``array_meta`` reports the new
+        shape at once; ``array_stats`` counts the new cells as nulls at once after a growth
+        and is None after a shrink until the next flush (then exact again).
+        """
+        self._array(name)  # the right error for a bad name
+        shp = int_tuple(shape, f"new shape of array {name!r}")
+        self._atlas._state.resize(self._name, name, lambda m: (shp, None))
+
+    def append_array(self, name: str, data: np.ndarray, axis: int = 0) -> None:
+        """Grow the array along ``axis`` by ``data.shape[axis]`` and write ``data`` there, in one step.
+
+        ``data`` must match the array's dtype (``TypeError``) and its shape on every other
+        axis (``ValueError``); on error nothing changes.
+        """
+        self._array(name)
+
+        def plan(m: ArrayMeta) -> tuple[Sequence[int], Any]:
+            arr = D.to_storage(m.dtype, data, name)
+            shp = shape_after_append(name, m, arr.shape, axis)
+            start = [0] * len(shp)
+            ax = int(axis) % len(shp)
+            start[ax] = m.shape[ax]
+            return shp, (start, arr)
+
+        def then(m: ArrayMeta, extra: Any) -> None:
+            start, arr = extra
+            self._atlas._state.write(self._name, name, start, arr, lambda m2: (start, arr))
+
+        self._atlas._state.resize(self._name, name, plan, then)
 
     def read_array(self, name: str, start: Optional[Sequence[int]] = None,
                    shape: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:

@@ -188,15 +188,21 @@ class Atlas:
         return ("atlas.Atlas", type(self._storage).__name__, self._storage.location, self._state.meta.uid, self.generation)
 
     # ------------------------------------------------------------------ xarray
-    def add_xr_dataset(self, ds: Any, name: str, chunks: Optional[Any] = None) -> None:
+    def add_xr_dataset(self, ds: Any, name: str, chunks: Optional[Any] = None, append_dim: Optional[str] = None) -> None:
         """Store an ``xarray.Dataset`` as the new dataset ``name`` (never flushes).
 
         Dask-backed variables are written one block at a time. ``chunks={var: [...]}``
         overrides the on-disk chunk shape. A rejected dataset leaves nothing behind.
+
+        ``append_dim="time"``: extend the existing dataset ``name`` along that dimension
+        (created as usual if it does not exist yet). Variables with the dimension are
+        appended; the others must equal what is stored; dtypes and fill values must match;
+        a monotonic stored coordinate must be continued; a refused append (``ValueError``
+        naming the culprit) leaves the dataset as it was.
         """
         from .integrations._xarray import add_xr_dataset
 
-        add_xr_dataset(self, ds, name, chunks)
+        add_xr_dataset(self, ds, name, chunks, append_dim)
 
     def to_xarray(self, name: str, chunks: Any = "auto") -> Any:
         """The dataset ``name`` as an ``xarray.Dataset``; chunked arrays come back dask-backed
@@ -206,18 +212,19 @@ class Atlas:
         return to_xarray(self, name, chunks)
 
     def to_xarray_many(self, names: Sequence[str], concat_dim: str = "dataset", parallel: bool = True,
-                       chunks: Any = None, progress: ProgressArg = False) -> Any:
+                       chunks: Any = None, progress: ProgressArg = False, pad: bool = False) -> Any:
         """Many datasets of one schema as one ``xarray.Dataset`` with a leading ``concat_dim``.
 
         Each data variable is read with one stacked read (``(N, ...)``); coordinates and
         dataset attributes come from the first dataset; the ``concat_dim`` coordinate holds
         the dataset names. ``chunks="auto"`` returns dask-backed variables instead.
         ``parallel`` is accepted for compatibility: reads always use the shared pool.
-        ``progress`` counts the variables read (eager reads only).
+        ``progress`` counts the variables read (eager reads only). ``pad=True`` stacks
+        variables of different lengths (see :meth:`read_array_across_stacked`; eager only).
         """
         from .integrations._xarray import to_xarray_many
 
-        return to_xarray_many(self, names, concat_dim, parallel, chunks, progress)
+        return to_xarray_many(self, names, concat_dim, parallel, chunks, progress, pad)
 
     def ingest(self, files: Sequence[str], name_from: str = "stem", engine: Optional[str] = None,
                jobs: Optional[int] = None, progress: ProgressArg = False, *, open_kwargs: Optional[dict[str, Any]] = None,
@@ -427,18 +434,28 @@ class Atlas:
         return result
 
     def read_array_across_stacked(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
-                                  shape: Optional[Sequence[int]] = None, progress: ProgressArg = False) -> np.ndarray:
+                                  shape: Optional[Sequence[int]] = None, progress: ProgressArg = False,
+                                  pad: bool = False) -> np.ndarray:
         """Read the same box of ``array`` from every dataset into one ``(N, *shape)`` array.
 
         Every dataset must define the array with one dtype (``TypeError`` otherwise) and the
         box must resolve to one shape in all of them (``ValueError``); a dataset lacking the
         array raises ``KeyError``. ``progress`` counts the datasets read.
+
+        ``pad=True`` stacks arrays of different shapes (one rank): the box defaults to the
+        largest size on each axis, and the cells beyond a dataset's shape read as the array's
+        fill value (else NaN / NaT / "" / 0). A dataset's valid length is its
+        ``array_meta(array)["shape"]``.
         """
         check_progress(progress)
         if not isinstance(dataset_names, str):
             dataset_names = list(dataset_names)  # a generator is read once
         txn = self._state.txn
         metas = self._instances(txn, array, dataset_names)
+        if pad:
+            from ._padded import read_padded_across
+
+            return read_padded_across(self._state, txn, array, dataset_names, metas, start, shape, progress)
         m0 = None
         box = None
         boxes: dict[tuple[int, ...], Any] = {}

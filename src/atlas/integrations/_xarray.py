@@ -32,6 +32,23 @@ def _chunk_shape(name: str, var: xr.Variable, chunks: Any) -> tuple[int, ...]:
     return tuple(max(1, s) for s in shape)
 
 
+def stored_fill(vname: str, var: Any, dtype: str, orig: str) -> tuple[Any, Any, Any]:
+    """How a variable is stored: ``(var with missing strings marked, the marker or None, atlas fill)``.
+
+    Decoded data (NaN / NaT where the source was masked) is stored with NaN / NaT as fill,
+    whatever the source's encoded fill; otherwise the variable's own ``_FillValue``.
+    """
+    var, missing = _mark_missing(var)
+    decoded, fill = _cf.decoded_missing(var)
+    if missing is not None:
+        return var, missing, missing[0]
+    if not decoded:
+        fill = _fill_value(var)
+        if fill is not None:
+            fill = _coerce_fill_for(dtype, fill, orig, vname)
+    return var, missing, fill
+
+
 def _fill_value(var: xr.Variable) -> Any:
     fv = var.attrs.get("_FillValue", var.encoding.get("_FillValue"))
     if fv is None:
@@ -41,8 +58,17 @@ def _fill_value(var: xr.Variable) -> Any:
     return fv.item() if isinstance(fv, np.generic) else fv
 
 
-def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[Mapping[str, Any]] = None) -> None:
-    """Store ``ds`` as a new dataset ``name`` (never flushes; all-or-nothing on error)."""
+def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[Mapping[str, Any]] = None,
+                   append_dim: Optional[str] = None) -> None:
+    """Store ``ds`` as a new dataset ``name`` (never flushes; all-or-nothing on error).
+
+    With ``append_dim``, extend the existing dataset ``name`` along that dimension instead
+    (see ``_append``).
+    """
+    if append_dim is not None and store.dataset_exists(name):
+        from ._append import append_xr_dataset
+
+        return append_xr_dataset(store, ds, name, append_dim)
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"add_xr_dataset needs an xarray.Dataset, got {type(ds).__name__}")
     from .._meta import validate_name
@@ -65,14 +91,7 @@ def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[M
             if not isinstance(dim, str):
                 raise TypeError(f"variable {vname!r}: dimension name {dim!r} is not a str")
         dtype, conv, orig = M.storage_form(vname, _probe(var))
-        var, missing = _mark_missing(var)
-        decoded, fill = _cf.decoded_missing(var)
-        if missing is not None:
-            decoded, fill = True, missing[0]
-        if not decoded:
-            fill = _fill_value(var)
-            if fill is not None:
-                fill = _coerce_fill_for(dtype, fill, orig, vname)
+        var, missing, fill = stored_fill(vname, var, dtype, orig)
         attrs = {}
         for k, v in var.attrs.items():
             if k == "_FillValue":
@@ -330,8 +349,12 @@ def _fill_back(fill: Any, orig: Optional[str]) -> Any:
 
 
 def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "dataset", parallel: bool = True,
-                   chunks: Any = None, progress: Any = False) -> xr.Dataset:
+                   chunks: Any = None, progress: Any = False, pad: bool = False) -> xr.Dataset:
     """Stack many datasets of one schema: each data variable gets a leading ``concat_dim``.
+
+    ``pad=True`` (eager reads only) stacks variables whose lengths differ: see
+    ``read_array_across_stacked(pad=True)``; each coordinate then comes from the dataset
+    where it is longest.
 
     Coordinates and dataset attributes come from the first dataset; the ``concat_dim``
     coordinate holds the dataset names. ``chunks=None`` reads eagerly with one stacked read
@@ -351,6 +374,8 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
     names = list(names)
     if not names:
         raise ValueError("names is empty")
+    if pad and chunks is not None:
+        raise ValueError("pad=True reads eagerly: pass chunks=None")
     for n in names:
         if not store.dataset_exists(n):
             raise KeyError(f"no dataset named {n!r}")
@@ -386,7 +411,7 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
             orig = meta.get("vars", {}).get(v, {}).get("dtype")
             data: Any
             if v in coords:
-                data = first.read_array(v)
+                data = (_longest(store, names, v) if pad else first).read_array(v)
                 if orig:
                     data = M.from_storage_values(data, orig, M.read_spec(meta.get("vars", {}).get(v, {})))
                 coord_vars[v] = xr.Variable(am["dimension_names"], data, var_attrs.get(v, {}))
@@ -405,10 +430,17 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
                 blocks = block_shape(spec, am["dimension_names"], am["shape"], am["chunk_shape"])
                 data = lazy_stack(store, names, v, orig, am, enc, lead, blocks)
             else:
-                data = store.read_array_across_stacked(v, names)
+                data = store.read_array_across_stacked(v, names, pad=pad)
                 if orig:
                     data = M.from_storage_values(data, orig, enc)
             variables[v] = xr.Variable([concat_dim, *am["dimension_names"]], data, var_attrs.get(v, {}))
             bar.update()
     coord_vars[concat_dim] = xr.Variable([concat_dim], np.asarray(names, dtype=object))
     return xr.Dataset(variables, coords=coord_vars, attrs=ds_attrs)
+
+
+def _longest(store: "Atlas", names: Sequence[str], v: str) -> Any:
+    """The view of the dataset (first of equals) whose array ``v`` has the most cells."""
+    from ._append import longest
+
+    return longest(store, names, v)
