@@ -355,23 +355,6 @@ class Atlas:
             return take((t.meta.uid, t.base.generation, id(t), t.edits), t.meta)
 
     # ------------------------------------------------------------------ bulk reads
-    def _instances(self, txn: Transaction, array: str, dataset_names: Sequence[str]) -> list[Optional[ArrayMeta]]:
-        if not isinstance(array, str):
-            raise TypeError(f"array name must be a str, got {type(array).__name__}: {array!r}")
-        if isinstance(dataset_names, str):
-            raise TypeError("dataset_names must be a sequence of names, not a single str")
-        names = list(dataset_names)
-        if not names:
-            raise ValueError("dataset_names is empty")
-        out = []
-        datasets = txn.meta.datasets
-        for n in names:
-            ds = datasets.get(n) if isinstance(n, str) else None
-            if ds is None:
-                raise KeyError(f"no dataset named {n!r}")
-            out.append(ds.arrays.get(array))
-        return out
-
     def _read_into(self, txn: Transaction, array: str, metas: list[ArrayMeta], start: Any, count: Any,
                    bar: Progress) -> np.ndarray:
         """One read of ``metas`` as ``txn`` sees them; in steps of about a twentieth when progress is reported."""
@@ -416,8 +399,10 @@ class Atlas:
         ``progress`` counts the datasets read.
         """
         check_progress(progress)
+        if not progress:  # one request: its groups (one per dtype and box) overlap on the pool
+            return _batch.across(self._state, [array], dataset_names, start, shape, False)[array]
         txn = self._state.txn
-        metas = self._instances(txn, array, dataset_names)
+        metas = _batch.instances(txn, array, dataset_names)
         result: list[Optional[np.ndarray]] = [None] * len(metas)
         groups: dict[Any, list[int]] = {}
         for i, m in enumerate(metas):
@@ -451,31 +436,12 @@ class Atlas:
         if not isinstance(dataset_names, str):
             dataset_names = list(dataset_names)  # a generator is read once
         txn = self._state.txn
-        metas = self._instances(txn, array, dataset_names)
+        metas = _batch.instances(txn, array, dataset_names)
         if pad:
             from ._padded import read_padded_across
 
             return read_padded_across(self._state, txn, array, dataset_names, metas, start, shape, progress)
-        m0 = None
-        box = None
-        boxes: dict[tuple[int, ...], Any] = {}
-        for n, m in zip(dataset_names, metas):
-            if m is None:
-                raise KeyError(f"dataset {n!r} has no array {array!r}")
-            b = boxes.get(m.shape)
-            if b is None:  # one check per distinct shape, not per dataset
-                b = boxes[m.shape] = read_box(m.shape, start, shape, array)
-            if m0 is None:
-                m0, box = m, b
-                continue
-            if m.dtype != m0.dtype:
-                raise TypeError(f"array {array!r} is {m.dtype} in dataset {n!r} but {m0.dtype} in {dataset_names[0]!r}")
-            if b[1] != box[1]:  # type: ignore[index]
-                raise ValueError(
-                    f"array {array!r} reads as shape {list(b[1])} in dataset {n!r} but {list(box[1])} in "  # type: ignore[index]
-                    f"{dataset_names[0]!r}; pass an explicit start/shape"
-                )
-        s, c = box  # type: ignore[misc]
+        s, c = _batch.stacked_box(array, dataset_names, metas, start, shape)
         with Progress(progress, len(metas), "read", "dataset") as bar:
             out = self._read_into(txn, array, metas, s, c, bar)  # type: ignore[arg-type]
-        return to_user(m0, out)  # type: ignore[arg-type]
+        return to_user(metas[0], out)  # type: ignore[arg-type]
