@@ -59,19 +59,25 @@ class AtlasBackendArray(BackendArray):
 
 
 class AtlasBackendEntrypoint(BackendEntrypoint):
-    """Open one dataset of an atlas store with ``engine="atlas"``; ``group`` names the dataset."""
+    """Open one dataset of an atlas store with ``engine="atlas"``; ``group`` names the dataset,
+    ``version=N`` or ``tag="name"`` opens it as it was in that version (see ``Atlas.history``)."""
 
     description = "Open a dataset of an atlas store (many datasets of one schema in one store)"
     url = "https://github.com/atlas-python/atlas"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "version", "tag")
 
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: Optional[Iterable[str]] = None,
-                     group: Optional[str] = None) -> Any:
+                     group: Optional[str] = None, version: Optional[int] = None, tag: Optional[str] = None) -> Any:
         import atlas
 
         from ._xarray import build_dataset
 
-        store = filename_or_obj if isinstance(filename_or_obj, atlas.Atlas) else atlas.Atlas.open(filename_or_obj)
+        if isinstance(filename_or_obj, atlas.Atlas):
+            store = filename_or_obj
+            if version is not None or tag is not None:  # a past version of that handle's store
+                store = atlas.Atlas.open(store._state.storage, version=version, tag=tag)
+        else:
+            store = atlas.Atlas.open(filename_or_obj, version=version, tag=tag)
         if group is None:
             names = store.list_datasets()
             if len(names) != 1:
