@@ -63,15 +63,15 @@ def test_history_records_every_commit_newest_last(tmp_path):
     t0 = datetime.now(timezone.utc)
     s = _build(tmp_path / "s")
     h = s.history()
-    assert [v["version"] for v in h] == [0, 1, 2, 3, 4] and s.generation == 4
-    assert [v["message"] for v in h] == [None, "add a", "add b, fix a", None, "add c"]
-    assert [(v["added"], v["changed"], v["deleted"]) for v in h] == [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 1), (1, 0, 0)]
+    assert [v["version"] for v in h] == [1, 2, 3, 4] and s.generation == 4  # creating a store is no version
+    assert [v["message"] for v in h] == ["add a", "add b, fix a", None, "add c"]
+    assert [(v["added"], v["changed"], v["deleted"]) for v in h] == [(1, 0, 0), (1, 1, 0), (0, 1, 1), (1, 0, 0)]
     times = [v["time"] for v in h]
     assert all(t.tzinfo is not None and t.utcoffset() == timedelta(0) for t in times)
     assert times == sorted(times) and t0 - timedelta(seconds=1) <= times[0] <= datetime.now(timezone.utc)
     assert Atlas.open(tmp_path / "s").history() == h  # persisted
     s.flush(message="nothing pending")  # no change, no version
-    assert len(s.history()) == 5
+    assert len(s.history()) == 4
     with pytest.raises(TypeError, match="message"):
         s.flush(message=3)
 
@@ -81,9 +81,8 @@ def test_open_version_is_exactly_that_state(tmp_path):
     path = tmp_path / "s"
     s = _build(path)
     states = {}
-    for v in range(5):
+    for v in range(1, 5):
         states[v] = _content(Atlas.open(path, version=v))
-    assert states[0] == {}
     assert list(states[1]) == ["a"] and states[1]["a"][0]["x"] == A1.tolist() and states[1]["a"][1] == {"k": "one"}
     assert states[1]["a"][2]["x"] == {"row_count": 20, "null_count": 0, "min": 0.0, "max": 19.0}
     assert list(states[2]) == ["a", "b"] and states[2]["a"][0]["x"] == A2.tolist()
@@ -130,7 +129,7 @@ def test_every_change_on_a_version_handle_is_refused(tmp_path):
 def test_missing_and_expired_versions_are_named(tmp_path):
     path = tmp_path / "s"
     s = _build(path)
-    with pytest.raises(VersionNotFoundError, match=r"version 9 .* does not exist; the retained versions are 0, 1, 2, 3, 4"):
+    with pytest.raises(VersionNotFoundError, match=r"version 9 .* does not exist; the retained versions are 1, 2, 3, 4"):
         Atlas.open(path, version=9)
     with pytest.raises(VersionNotFoundError, match="version -1 .* does not exist"):
         Atlas.open(path, version=-1)
@@ -140,7 +139,7 @@ def test_missing_and_expired_versions_are_named(tmp_path):
         Atlas.open(path, tag="nope")
     with pytest.raises(ValueError, match="not both"):
         Atlas.open(path, version=1, tag="x")
-    assert s.expire(keep_last=2) == [0, 1, 2]
+    assert s.expire(keep_last=2) == [1, 2]
     with pytest.raises(VersionNotFoundError, match=r"version 1 .* was expired.*retained versions are 3, 4"):
         Atlas.open(path, version=1)
     assert isinstance(VersionNotFoundError("x"), LookupError)
@@ -268,9 +267,9 @@ def test_expire_keep_last_older_than_tags_and_latest(tmp_path):
     with pytest.raises(ValueError, match="time zone"):
         s.expire(older_than=datetime.now())
     assert s.expire(older_than=timedelta(days=1)) == []  # all are younger
-    assert s.expire(older_than=timedelta(0), keep_last=3) == [0]  # both conditions must hold
-    assert [h["version"] for h in s.history()] == [1, 2, 3, 4]
-    assert s.expire(older_than=datetime.now(timezone.utc) + timedelta(seconds=5)) == [2, 3]  # tag and latest stay
+    assert s.expire(older_than=timedelta(0), keep_last=2) == [2]  # both conditions must hold; 1 is tagged
+    assert [h["version"] for h in s.history()] == [1, 3, 4]
+    assert s.expire(older_than=datetime.now(timezone.utc) + timedelta(seconds=5)) == [3]  # tag and latest stay
     assert [h["version"] for h in s.history()] == [1, 4]
     assert [h["version"] for h in Atlas.open(path).history()] == [1, 4]
     assert len(os.listdir(path / "versions")) == 2  # expired version files are deleted at once
@@ -319,12 +318,12 @@ def test_expiry_costs_the_expired_versions_not_the_store(tmp_path):
     st = CountingStorage(str(path))
     h = Atlas.open(st)
     st.calls.clear()
-    gone = h.expire(keep_last=9)
-    assert gone == [0, 1, 2, 3]
+    gone = h.expire(keep_last=8)
+    assert gone == [1, 2, 3, 4]
     # no chunk index, data or version file is read: the tags are listed (twice), four files deleted
     assert sorted(k for k, _ in st.calls) == ["delete"] * 4 + ["list"] * 2, st.calls
     assert all(p.startswith("versions/0000000000") for k, p in st.calls if k == "delete")
-    assert len(os.listdir(path / "versions")) == 9
+    assert len(os.listdir(path / "versions")) == 8
 
 
 # ---------------------------------------------------------------------------- compaction
@@ -335,12 +334,12 @@ def _segments(path):
 def test_compact_keeps_every_retained_version_and_reclaims_what_only_expired_ones_needed(tmp_path):
     path = tmp_path / "s"
     s = _build(path)
-    states = {v: _content(Atlas.open(path, version=v)) for v in range(5)}
+    states = {v: _content(Atlas.open(path, version=v)) for v in range(1, 5)}
     segs = _segments(path)
     s.compact()  # every version is kept: nothing can go
     assert segs <= _segments(path)
     assert s.generation == 5 and s.history()[-1]["same_as"] == [4] and s.history()[-1]["message"] == "compact"
-    for v in range(5):
+    for v in range(1, 5):
         old = Atlas.open(path, version=v)
         assert _content(old) == states[v] and old.verify() == []
     assert Atlas.open(path, version=4).generation == 5  # the compaction replaced version 4: same state
@@ -468,13 +467,13 @@ def test_a_failed_version_file_or_tag_write_changes_nothing_and_a_retry_succeeds
 def test_versions_on_s3(moto_server, s3_bucket):
     src = lambda: moto_server.s3_store(s3_bucket, prefix="v")  # noqa: E731
     s = _build(src())
-    states = {v: _content(Atlas.open(src(), version=v)) for v in range(5)}
+    states = {v: _content(Atlas.open(src(), version=v)) for v in range(1, 5)}
     assert list(states[2]) == ["a", "b"] and states[2]["a"][0]["x"] == A2.tolist()
     s.tag("t2", version=2)
     with pytest.raises(FileExistsError, match="already exists"):
         Atlas.open(src()).tag("t2", version=3)  # conditional PUT: the first tag stays
     assert Atlas.open(src()).tags() == {"t2": 2}
-    assert s.expire(keep_last=1) == [0, 1, 3]
+    assert s.expire(keep_last=1) == [1, 3]
     s.compact()
     assert _content(Atlas.open(src(), tag="t2")) == states[2] and Atlas.open(src(), tag="t2").verify() == []
     assert _content(Atlas.open(src())) == states[4]
@@ -514,8 +513,8 @@ def test_cli_log_tag_expire_and_version_options(tmp_path, capsys):
     assert code == 0 and "tagged version 2" in out
     code, out, _ = run("log", path)
     lines = out.splitlines()
-    assert code == 0 and lines[0].split()[:2] == ["version", "time"] and len(lines) == 6
-    assert "v2" in lines[3] and "add b, fix a" in lines[3] and lines[5].split()[0] == "4"
+    assert code == 0 and lines[0].split()[:2] == ["version", "time"] and len(lines) == 5
+    assert "v2" in lines[2] and "add b, fix a" in lines[2] and lines[4].split()[0] == "4"
     code, out, _ = run("ls", path, "--version", "1")
     assert code == 0 and out.split() == ["a"]
     code, out, _ = run("ls", path, "--tag", "v2", "--json")
@@ -529,7 +528,7 @@ def test_cli_log_tag_expire_and_version_options(tmp_path, capsys):
     code, _, err = run("expire", path)
     assert code == 1 and "--keep-last" in err
     code, out, _ = run("expire", path, "--keep-last", "1")
-    assert code == 0 and "expired 3 version(s)" in out and "0, 1, 3" in out
+    assert code == 0 and "expired 2 version(s)" in out and "1, 3" in out
     code, out, _ = run("expire", path, "--older-than", "7d")
     assert code == 0 and "expired 0 version(s)" in out
     code, _, err = run("expire", path, "--older-than", "soon")

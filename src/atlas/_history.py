@@ -70,14 +70,21 @@ def _loc(p: Physical) -> Optional[list[Any]]:
 
 # ---------------------------------------------------------------------- commits
 def commit(storage: Storage, meta: StoreMeta, note: Optional[Note], encode: Callable[[StoreMeta], bytes]) -> None:
-    """Publish ``meta`` (not yet visible to anyone) as the next version: version file, then ``atlas.meta``."""
-    base = note.base if note else None
+    """Publish ``meta`` (not yet visible to anyone) as the next version: version file, then ``atlas.meta``.
+
+    Without a ``note`` (``Atlas.create``: an empty store) no version is recorded, so creating
+    a store stays one atomic write; the history starts with the first flush.
+    """
+    if note is None:
+        storage.commit(META_PATH, encode(meta))
+        return
+    base = note.base
     if not meta.history or base is None:
         f = {n: _loc(p) for n, p in meta.physical.items()}  # the oldest record of a log names every array
     else:
         f = {n: _loc(p) for n, p in meta.physical.items() if base.physical.get(n) != p}
     a = c = d = 0
-    if note is not None and base is not None:
+    if base is not None:
         for n in note.touched:
             was, now = n in base.datasets, n in meta.datasets
             a += now and not was
@@ -85,9 +92,9 @@ def commit(storage: Storage, meta: StoreMeta, note: Optional[Note], encode: Call
             c += was and now
     token = uuid.uuid4().hex[:12]
     rec: dict[str, Any] = {"v": meta.generation, "t": _now().isoformat(timespec="milliseconds"),
-                           "m": note.message if note else None, "a": a, "c": c, "d": d, "k": token, "f": f}
+                           "m": note.message, "a": a, "c": c, "d": d, "k": token, "f": f}
     log = meta.history
-    if note is not None and note.replaces and base is not None and log and log[-1]["v"] == base.generation:
+    if note.replaces and base is not None and log and log[-1]["v"] == base.generation:
         old = log[-1]
         rec["f"] = {**old["f"], **f}
         rec["s"] = [old["v"], *old.get("s", [])]

@@ -103,7 +103,7 @@ class Atlas:
         obj, fmt, comp = _metaio.decode(data, where)
         meta = StoreMeta.from_dict(obj, where)
         if version is not None or tag is not None:
-            return _timetravel.open_version(cls, storage, meta, fmt, comp, version, tag)  # type: ignore[no-any-return]
+            return _timetravel.open_version(cls, storage, meta, fmt, comp, version, tag)
         return cls(storage, meta, fmt, comp)
 
     def _encode(self, meta: StoreMeta) -> bytes:
