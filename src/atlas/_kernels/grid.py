@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernel
+from . import kernel, readonly
 
 
 @kernel
@@ -76,9 +76,14 @@ def valid_shapes(shape, chunk, ids):  # pragma: no cover - compiled
     return out
 
 
-@kernel
-def lookup(keys_a, keys_b, q_a, q_b):  # pragma: no cover - compiled
+def lookup(keys_a, keys_b, q_a, q_b):
     """Positions of the query pairs in the lexicographically sorted key columns (-1 if absent)."""
+    return _lookup(readonly(keys_a), readonly(keys_b), readonly(q_a), readonly(q_b))
+
+
+@kernel
+def _lookup(keys_a, keys_b, q_a, q_b):  # pragma: no cover - compiled
+    """:func:`lookup` on read-only inputs (one compiled copy for every caller)."""
     n = keys_a.shape[0]
     out = np.empty(q_a.shape[0], np.int64)
     for i in range(q_a.shape[0]):

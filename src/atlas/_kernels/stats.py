@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernel
+from . import kernel, readonly
+
+_NO_MASK = readonly(np.empty(0, np.uint8))
 
 
-@kernel
-def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):  # pragma: no cover - compiled
+def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
     """:func:`chunk_stats_masked` without a written-cells mask (every valid cell was written)."""
-    return chunk_stats_masked(buf, np.empty(0, np.uint8), chunk_shape, valid, has_fill, fill, fill_is_nan,
-                              skip_nan, skip_value, skip)
+    return _stats(readonly(buf), _NO_MASK, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip)
 
 
-@kernel
-def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):  # pragma: no cover - compiled
+def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
     """Per-chunk ``(non_null, min, max, has)`` over the valid region of ``k`` equal chunks.
 
     ``written`` is empty, or one byte per cell of ``buf``: cells whose byte is 0 were never
@@ -28,6 +27,13 @@ def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is
     ``has[c]`` tells whether chunk ``c`` had a value eligible for min/max; where it is False,
     ``min``/``max`` are meaningless.
     """
+    return _stats(readonly(buf), readonly(written), chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan,
+                  skip_value, skip)
+
+
+@kernel
+def _stats(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):  # pragma: no cover - compiled
+    """The loop of :func:`chunk_stats_masked`: one compiled copy per element type."""
     k = valid.shape[0]
     nd = chunk_shape.shape[0]
     size = 1
