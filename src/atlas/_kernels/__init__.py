@@ -5,33 +5,57 @@ do I/O and never see Python objects. All are ``@njit(nogil=True, cache=True)`` a
 lazily on first call (importing this package compiles nothing). Set ``ATLAS_NUMBA_CACHE=0``
 to turn the on-disk cache off (``NUMBA_CACHE_DIR`` moves it).
 
-Compiling is what a fresh process pays before its first result, so every kernel is
-written to be compiled as few times as possible: the public names here are thin Python
-wrappers that hand the jitted loops one canonical type per argument (byte views of
-buffers, read-only inputs), so one compiled copy serves every dtype of a copy and every
-caller of a lookup. Only the statistics depend on the element type, and they compile for
-the dtypes a process actually uses.
+Compiling is what a fresh process pays before its first result, so kernels are written to
+compile as few times, and as cheaply, as possible: a kernel whose code does not depend on
+the element type declares one canonical signature (byte views of buffers, read-only
+``'A'``-layout inputs), compiles it on its first call, and from then on numba converts
+every caller's arguments to it (writable to read-only, C to any layout) instead of
+compiling again; and the jitted loops allocate nothing (the Python wrappers allocate the
+outputs), since allocations inside a kernel cost numba extra compilations. Only the
+statistics depend on the element type; they compile for the dtypes a process writes.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
-import numpy as np
-from numba import njit
+from numba import njit, types
 
 CACHE = os.environ.get("ATLAS_NUMBA_CACHE", "1") not in ("0", "false", "no")
 
+# canonical argument types of the signatures
+I64 = types.int64
+IN1 = types.Array(types.int64, 1, "A", readonly=True)  # an int64 input of any layout, writable or not
+IN2 = types.Array(types.int64, 2, "A", readonly=True)
+OUT1 = types.Array(types.int64, 1, "C")
+OUT2 = types.Array(types.int64, 2, "C")
+OUT3 = types.Array(types.int64, 3, "C")
+BYTES_IN = types.Array(types.uint8, 1, "C", readonly=True)
+BYTES_OUT = types.Array(types.uint8, 1, "C")
 
-def kernel(fn):
-    """Decorate a kernel with atlas's one numba policy."""
-    return njit(nogil=True, cache=CACHE)(fn)
 
+def kernel(fn=None, *, sig=None):
+    """Decorate a kernel with atlas's one numba policy.
 
-def readonly(a: np.ndarray) -> np.ndarray:
-    """``a`` as a read-only view, so writable and read-only inputs share one compiled kernel."""
-    if not a.flags.writeable:
-        return a
-    v = a.view()
-    v.flags.writeable = False
-    return v
+    With ``sig``, the kernel is compiled for that one signature on its first call (the
+    module global is then rebound to the numba dispatcher, so later calls cost nothing
+    extra) and never again: arguments are converted to it.
+    """
+    if fn is None:
+        return lambda f: kernel(f, sig=sig)
+    disp = njit(nogil=True, cache=CACHE)(fn)
+    if sig is None:
+        return disp
+    module, name = fn.__module__, fn.__name__
+
+    def first_call(*args):
+        disp.compile(sig)
+        disp.disable_compile()
+        setattr(sys.modules[module], name, disp)
+        return disp(*args)
+
+    first_call.__name__ = name
+    first_call.__doc__ = fn.__doc__
+    first_call.dispatcher = disp
+    return first_call

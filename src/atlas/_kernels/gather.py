@@ -12,7 +12,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import kernel, readonly
+from . import BYTES_IN, BYTES_OUT, I64, IN1, IN2, OUT2, kernel
 
 
 @intrinsic
@@ -29,14 +29,17 @@ def _move(typingctx, dst, doff, src, soff, nbytes):  # pragma: no cover - compil
     return sig, codegen
 
 
-@kernel
-def _copy(src, src_off, src_shape, src_start, dst, dst_off, dst_shape, dst_start, box, cell, unit):  # pragma: no cover - compiled
-    """:func:`copy_boxes` on byte buffers: offsets in units of ``unit`` bytes, cells of ``cell`` bytes."""
+@kernel(sig=types.void(BYTES_IN, IN1, IN2, IN2, BYTES_OUT, IN1, IN1, IN2, IN2, I64, I64, OUT2))
+def _copy(src, src_off, src_shape, src_start, dst, dst_off, dst_shape, dst_start, box, cell, unit, scratch):  # pragma: no cover - compiled
+    """:func:`copy_boxes` on byte buffers: offsets in units of ``unit`` bytes, cells of ``cell`` bytes.
+
+    ``scratch`` is ``(3, ndim)`` int64 (the kernel allocates nothing: cheaper to compile).
+    """
     n = box.shape[0]
     nd = box.shape[1]
-    sstride = np.empty(nd, np.int64)
-    dstride = np.empty(nd, np.int64)
-    idx = np.empty(nd, np.int64)
+    sstride = scratch[0]
+    dstride = scratch[1]
+    idx = scratch[2]
     for k in range(n):
         rows = 1
         empty = False
@@ -88,5 +91,5 @@ def copy_boxes(src, src_off, src_shape, src_start, dst, dst_off, dst_shape, dst_
     w = src.dtype.itemsize
     if dst.dtype.itemsize != w:
         raise TypeError(f"copy_boxes: buffers of {src.dtype} and {dst.dtype} differ in element width")
-    _copy(readonly(src.view(np.uint8)), src_off, src_shape, src_start, dst.view(np.uint8), dst_off, dst_shape,
-          dst_start, box, itemsize * w, w)
+    _copy(src.view(np.uint8), src_off, src_shape, src_start, dst.view(np.uint8), dst_off, dst_shape,
+          dst_start, box, itemsize * w, w, np.empty((3, box.shape[1]), np.int64))
