@@ -188,6 +188,34 @@ def markdown(res: dict[str, Any], machine: str) -> str:
     return "\n".join(lines)
 
 
+def chart(res: dict[str, Any], path: str) -> bool:
+    """A bar per operation: atlas time / best peer time (log scale); False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sy = res["systems"]
+    peers = [s for s in sy if s != "atlas" and not sy[s].get("missing")]
+    if "atlas" not in sy or sy["atlas"].get("missing") or not peers:
+        return False
+    ops = [op for op in OPS if op != "ingest_rss"]
+    ratios = [sy["atlas"]["median"][op] / min(sy[s]["median"][op] for s in peers) for op in ops]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(ops) + 1))
+    ax.barh([OPS[o].replace(" (s)", "") for o in ops][::-1], ratios[::-1],
+            color=["tab:green" if r <= 1 else "tab:red" for r in ratios][::-1])
+    ax.axvline(1, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("atlas time / best peer time (below 1: atlas is faster)")
+    ax.set_title(f"{res['workload']}: atlas vs the best of {', '.join(peers)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def machine_line(load0: tuple[float, ...], load1: tuple[float, ...], wall: float) -> str:
     return (f"Machine: {os.cpu_count()} cpu(s), {platform.platform()}, Python {platform.python_version()}; "
             f"load average at start {tuple(round(x, 2) for x in load0)}, at end {tuple(round(x, 2) for x in load1)} "
@@ -228,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         md = markdown(res, machine_line(load0, os.getloadavg(), time.perf_counter() - t0))
         with open(os.path.join(a.out, f"compare-{wl}.json"), "w") as f:
             json.dump(res, f, indent=1)
+        if chart(res, os.path.join(a.out, f"compare-{wl}.png")):
+            md += f"\n![atlas / best peer, {wl}](compare-{wl}.png)\n"
         with open(os.path.join(a.out, f"compare-{wl}.md"), "w") as f:
             f.write(md)
         print(md)

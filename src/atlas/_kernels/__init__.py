@@ -57,5 +57,4 @@ def kernel(fn=None, *, sig=None):
 
     first_call.__name__ = name
     first_call.__doc__ = fn.__doc__
-    first_call.dispatcher = disp
     return first_call

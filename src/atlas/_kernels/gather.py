@@ -68,7 +68,7 @@ def _copy(src, src_off, src_shape, src_start, dst, dst_off, dst_shape, dst_start
                 do += (dst_start[k, d] + idx[d]) * dstride[d]
             if so < 0 or so + rowlen > src.shape[0] or do < 0 or do + rowlen > dst.shape[0]:
                 raise IndexError("copy_boxes: a piece lies outside its buffer")
-            _move(dst, do, src, so, rowlen)
+            _move(dst, do, src, so, rowlen)  # type: ignore[call-arg]  # the typing context is numba's argument
             d = nd - 2
             while d >= 0:
                 idx[d] += 1
