@@ -15,7 +15,6 @@ import importlib
 import importlib.util
 import inspect
 import itertools
-import json
 import os
 import re
 import subprocess
