@@ -622,3 +622,38 @@ def test_e2e_zero_length_axis_reads(kind, data):
 @given(st.sampled_from(NUMERIC + [TS]), st.data())
 def test_e2e_zero_length_axis_stats(kind, data):
     _run_e2e(data.draw(e2e_case(kind, zero_dims=True)), check_reads=False)
+
+
+def test_first_calls_from_many_threads_compile_once():
+    """A kernel with a canonical signature, first called from many threads at once: every
+    call returns its result, one signature is compiled, and later calls convert arguments
+    (writable or read-only, any layout) instead of compiling."""
+    from numba import types
+
+    from atlas._kernels import IN1, OUT1, kernel
+
+    def _sum_into(a, out):  # pragma: no cover - compiled
+        t = 0
+        for i in range(a.shape[0]):
+            t += a[i]
+        out[0] = t
+
+    k = kernel(_sum_into, sig=types.void(IN1, OUT1))
+    disp = k.__closure__ and next(c.cell_contents for c in k.__closure__ if hasattr(c.cell_contents, "signatures"))
+    inputs = [np.arange(i, dtype=np.int64) for i in range(64)]
+
+    def call(a):
+        out = np.zeros(1, np.int64)
+        k(a, out)
+        return int(out[0])
+
+    with ThreadPoolExecutor(16) as ex:
+        got = list(ex.map(call, inputs))
+    assert got == [int(a.sum()) for a in inputs]
+    ro = np.arange(10, dtype=np.int64)
+    ro.flags.writeable = False
+    out = np.zeros(1, np.int64)
+    disp(ro, out)
+    disp(np.arange(20, dtype=np.int64)[::2], out)
+    assert int(out[0]) == sum(range(0, 20, 2))
+    assert len(disp.signatures) == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 from numba import njit, types
 
@@ -48,11 +49,17 @@ def kernel(fn=None, *, sig=None):
     if sig is None:
         return disp
     module, name = fn.__module__, fn.__name__
+    lock = threading.Lock()
+    done = []
 
     def first_call(*args):
-        disp.compile(sig)
-        disp.disable_compile()
-        setattr(sys.modules[module], name, disp)
+        # threads of the pool may all make the first call at once: one compiles
+        with lock:
+            if not done:
+                disp.compile(sig)
+                disp.disable_compile()
+                setattr(sys.modules[module], name, disp)
+                done.append(True)
         return disp(*args)
 
     first_call.__name__ = name
