@@ -50,7 +50,7 @@ def kernel(fn=None, *, sig=None):
         return disp
     module, name = fn.__module__, fn.__name__
     lock = threading.Lock()
-    done = []
+    done: list[bool] = []
 
     def first_call(*args):
         # threads of the pool may all make the first call at once: one compiles
