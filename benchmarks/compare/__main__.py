@@ -115,8 +115,12 @@ def _spawn(system: str, workload: str, op: str, path: str, n: int) -> dict[str, 
         env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH", "")) if p)
     cmd = [py, "-m", "benchmarks.compare", "--child", system, workload, op, path, str(n)]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=3600)
+    if p.returncode < 0:  # killed by a signal (seen once from a peer under heavy load): say so, try once more
+        print(f"{system} {workload} {op}: the child died of signal {-p.returncode}; running it again",
+              file=sys.stderr, flush=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=3600)
     if p.returncode != 0:
-        raise RuntimeError(f"{system} {workload} {op} failed:\n{p.stderr[-3000:]}")
+        raise RuntimeError(f"{system} {workload} {op} failed (exit status {p.returncode}):\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
