@@ -17,6 +17,8 @@ import numpy as np
 
 import atlas
 
+from .compare.workloads import grid_array as _grid_array
+
 SMALL = os.environ.get("ATLAS_BENCH_SMALL", "0") not in ("", "0", "false", "no")
 
 # ---- many small datasets: three float32 (100,) arrays each
@@ -54,14 +56,8 @@ def small_data(n: int, seed: int = 11) -> np.ndarray:
 
 
 def grid_array(i: int, k: int, shape: tuple[int, ...] = GRID_SHAPE) -> np.ndarray:
-    """A smooth float32 field plus noise, 10 mantissa bits kept (zstd about 2x), deterministic."""
-    rng = np.random.default_rng([7, i, k])
-    t = np.arange(shape[0], dtype=np.float32)[:, None, None]
-    y = np.linspace(-1.5, 1.5, shape[1], dtype=np.float32)[None, :, None]
-    x = np.linspace(0, 2 * np.pi, shape[2], dtype=np.float32)[None, None, :]
-    f = np.float32(10 + 5 * k) + np.float32(10) * np.cos(y) * np.sin(np.float32(2) * x + np.float32(i) + np.float32(0.1) * t)
-    f = (f + rng.standard_normal(shape, dtype=np.float32) * np.float32(0.5)).astype(np.float32)
-    return np.ascontiguousarray((f.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32))
+    """The gridded field of the comparison harness (benchmarks/compare/workloads.py), one definition."""
+    return _grid_array(i, k, shape)
 
 
 def grid_rows(n: int, shape: tuple[int, ...] = GRID_SHAPE) -> list[dict[str, np.ndarray]]:
@@ -159,6 +155,20 @@ def fresh_dir(prefix: str) -> str:
 _warmed = False
 
 
+def _warm_stats() -> None:
+    """The statistics kernel for the dtypes the benchmarks write (the tiny round trips
+    above summarise their few cells with NumPy, which compiles nothing)."""
+    from atlas._kernels import stats
+
+    n = stats.SMALL_CELLS + 1
+    for dt in (np.float32, np.float64, np.int64):
+        for writable in (True, False):
+            buf = np.zeros(n, dt)
+            buf.flags.writeable = writable
+            stats.chunk_stats(buf, np.asarray([n], np.int64), np.asarray([[n]], np.int64), False, dt(0), False,
+                              False, False, dt(0))
+
+
 def warm_kernels() -> None:
     """A tiny throwaway round trip through every code path the benchmarks time (once per process).
 
@@ -208,6 +218,7 @@ def warm_kernels() -> None:
 
         p = build_garbage_store(os.path.join(tmp, "garbage"), 8)
         atlas.Atlas.open(p).compact()
+        _warm_stats()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _warmed = True

@@ -10,6 +10,11 @@
 * ``timeraw_script_warm``: ``import atlas`` + open + the first read, all timed, warm cache
   (what a short script pays).
 
+* ``timeraw_quickstart_cold`` / ``timeraw_quickstart_warm``: everything
+  ``examples/01_quickstart.py`` does (create, write, flush, reopen, stats, reads, a stacked
+  read), ``import atlas`` included, with an empty and with a populated Numba cache: the
+  time to the quick start's results in a fresh process.
+
 ``import atlas`` alone is ``bench_small.timeraw_import_atlas``.
 """
 
@@ -24,6 +29,17 @@ import tempfile
 from . import _common as C
 
 _READ = 'ds.read_array("temp", (3, 30, 60), (6, 30, 60))'
+_QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "01_quickstart.py")
+
+
+def _quickstart_code(cache_dir: str) -> str:
+    return (
+        "import contextlib, io, os, runpy\n"
+        f"os.environ['NUMBA_CACHE_DIR'] = {cache_dir!r}\n"
+        "os.environ['ATLAS_NUMBA_CACHE'] = '1'\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    runpy.run_path({_QUICKSTART!r}, run_name='__main__')\n"
+    )
 
 
 def _setup_code(cache_dir: str, store: str) -> str:
@@ -52,6 +68,9 @@ class FirstCall:
             raise RuntimeError(f"populating the numba cache failed:\n{proc.stderr}")
         if not any(f.endswith(".nbi") for _, _, fs in os.walk(warm) for f in fs):
             raise RuntimeError(f"the first read wrote no numba cache index under {warm}")
+        proc = subprocess.run([sys.executable, "-c", _quickstart_code(warm)], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"running the quick start failed:\n{proc.stderr}")
         return {"store": store, "warm": warm}
 
     def setup(self, paths):
@@ -69,3 +88,9 @@ class FirstCall:
 
     def timeraw_script_warm(self, paths):
         return _setup_code(paths["warm"], paths["store"]) + _READ, ""
+
+    def timeraw_quickstart_cold(self, paths):
+        return _quickstart_code(tempfile.mkdtemp(dir=self.tmp)), ""
+
+    def timeraw_quickstart_warm(self, paths):
+        return _quickstart_code(paths["warm"]), ""

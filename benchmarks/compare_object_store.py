@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The gridded stacked read on object storage: moto's S3 server vs local disk, in one run.
 
-Workload (the one of ``compare_gridded.py``): N datasets (default 200), each with three float32
+Workload (the gridded one of ``benchmarks/compare``): N datasets (default 200), each with three float32
 arrays ``temp``, ``salt``, ``u`` of shape (24, 90, 180) chunked (6, 45, 90), smooth fields plus
 noise with 10 mantissa bits kept (zstd compresses them about 2x), written with one flush. The
 read is ``temp[0:6, 0:45, 0:90]`` (one chunk) of every dataset into one (N, 6, 45, 90) array with
@@ -67,13 +67,25 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _gridded() -> Any:
-    """The workload definition shared with compare_gridded.py (data, shapes, the stacked box)."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    """The gridded workload of the comparison harness (benchmarks/compare/workloads.py)."""
+    from types import SimpleNamespace
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if here not in sys.path:
         sys.path.insert(0, here)
-    import compare_gridded
+    from benchmarks.compare.workloads import WORKLOADS, grid_array
 
-    return compare_gridded
+    w = WORKLOADS["gridded"]
+    start, count = w.first_chunk
+    box = tuple(slice(a, a + b) for a, b in zip(start, count))
+
+    def stack_source(n: int) -> np.ndarray:
+        return np.stack([w.data(i, w)[w.arrays[0]][box] for i in range(n)])
+
+    return SimpleNamespace(VARS=w.arrays, DIMS=w.dims, SHAPE=w.shape, CHUNK=w.chunk, STACK_VAR=w.arrays[0],
+                           STACK_START=start, STACK_COUNT=count, stack_source=stack_source,
+                           make_array=lambda i, k: grid_array(i, k, w.shape),
+                           dataset_name=lambda i: w.names()[0][:2] + f"{i:06d}")
 
 
 # --------------------------------------------------------------------------- moto in a child process

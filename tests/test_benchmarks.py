@@ -1,5 +1,5 @@
-"""Every asv benchmark in benchmarks/ runs once (small sizes); compare_small.py and
-compare_peers.py --quick run end to end.
+"""Every asv benchmark in benchmarks/ runs once (small sizes); the comparison harness is
+tested in test_compare_scripts.py.
 
 The asv suite is loaded with ``ATLAS_BENCH_SMALL=1`` so its stores are tiny; each
 benchmark goes through the asv life cycle once: ``setup_cache`` (once per class, in its
@@ -15,7 +15,6 @@ import importlib
 import importlib.util
 import inspect
 import itertools
-import json
 import os
 import re
 import subprocess
@@ -174,48 +173,3 @@ def test_asv_benchmark_runs_once(bench, cache_dirs, monkeypatch):
         finally:
             if hasattr(inst, "teardown"):
                 inst.teardown(*full)
-
-
-def test_compare_small_runs(tmp_path):
-    out = tmp_path / "out.json"
-    cmd = [sys.executable, str(BENCH_DIR / "compare_small.py"), "--repeats", "1", "--datasets", "50", "--json", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
-    assert "| phase | atlas (s) | h5py (s) | atlas/h5py | target |" in lines, proc.stdout
-    rows = [ln for ln in lines if ln.startswith("| ") and "x |" in ln]
-    assert len(rows) == 3, proc.stdout
-    assert any(ln.startswith("verify: ok") for ln in lines), proc.stdout
-    res = json.loads(out.read_text())
-    assert res["datasets"] == 50 and res["repeats"] == 1
-    for phase in ("ingest", "read", "stacked"):
-        r = res["phases"][phase]
-        assert r["atlas"]["median"] > 0 and r["h5py"]["median"] > 0
-        assert r["ratio"] == pytest.approx(r["atlas"]["median"] / r["h5py"]["median"])
-
-
-def test_compare_peers_quick_runs(tmp_path):
-    out, md, png = tmp_path / "peers.json", tmp_path / "peers.md", tmp_path / "peers.png"
-    cmd = [sys.executable, str(BENCH_DIR / "compare_peers.py"), "--quick", "--json", str(out), "--md", str(md),
-           "--png", str(png)]
-    if importlib.util.find_spec("matplotlib") is None:
-        cmd.append("--no-chart")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    systems = ("atlas", "h5py", "netcdf4", "zarr", "zarr-grp")
-    res = json.loads(out.read_text())
-    assert res["repeats"] == 1 and set(res["workloads"]) == {"small", "profile", "gridded"}
-    for name, w in res["workloads"].items():
-        phases = ("ingest", "read", "stacked") + (("read_arrays",) if name == "gridded" else ())
-        for ph in phases:
-            for s in systems:
-                assert w["medians"][ph][s] > 0, (name, ph, s)
-            for s in systems[1:]:
-                assert w["ratios"][ph][s] == pytest.approx(w["medians"][ph]["atlas"] / w["medians"][ph][s])
-        assert w["verify"].startswith("ok"), w["verify"]
-        assert f"### {name}: " in proc.stdout
-    header = "| phase | atlas (s) | h5py (s) | netCDF4 (s) | zarr store/ds (s) | zarr group/ds (s) |"
-    assert proc.stdout.count(header) == 3, proc.stdout
-    assert "machine: " in md.read_text() and header in md.read_text()
-    if "--no-chart" not in cmd:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

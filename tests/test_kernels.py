@@ -3,6 +3,7 @@ end to end against a NumPy model of the array."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -272,6 +273,21 @@ def test_plan_box_and_copy_boxes_gather_a_box(case):
 
 
 # ---------------------------------------------------------------------------- chunk_stats
+
+@contextlib.contextmanager
+def stats_path(path):
+    """Force chunk_stats through the compiled kernel or through its NumPy path for small calls."""
+    old = stats.SMALL_CELLS
+    stats.SMALL_CELLS = -1 if path == "kernel" else 1 << 40
+    try:
+        yield
+    finally:
+        stats.SMALL_CELLS = old
+
+
+STATS_PATHS = pytest.mark.parametrize("path", ["kernel", "numpy"])
+
+
 @st.composite
 def stats_case(draw, kind):
     dt = storage_dtype(kind)
@@ -307,89 +323,97 @@ def _check_chunk_stats(args):
     return nn, mn, mx, has
 
 
+@STATS_PATHS
 @pytest.mark.parametrize("kind", NUMERIC + [TS])
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
-def test_chunk_stats_matches_reference(kind, data):
-    case = data.draw(stats_case(kind))
-    before = case[0].copy()
-    _check_chunk_stats(case)
-    np.testing.assert_array_equal(case[0].view(np.uint8), before.view(np.uint8))
+def test_chunk_stats_matches_reference(kind, data, path):
+    with stats_path(path):
+        case = data.draw(stats_case(kind))
+        before = case[0].copy()
+        _check_chunk_stats(case)
+        np.testing.assert_array_equal(case[0].view(np.uint8), before.view(np.uint8))
 
 
+@STATS_PATHS
 @pytest.mark.parametrize("kind", NUMERIC + [TS])
 @settings(max_examples=20, deadline=None)
 @given(data=st.data())
-def test_chunk_stats_masked_matches_reference(kind, data):
+def test_chunk_stats_masked_matches_reference(kind, data, path):
     """The written-cells mask: one byte per cell of buf, 0 = never written (null); empty = all written."""
-    case = data.draw(stats_case(kind))
-    buf = case[0]
-    mode = data.draw(st.sampled_from(["empty", "random", "all", "none"]))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    if mode == "empty":
-        written = np.empty(0, np.uint8)
-    elif mode == "all":
-        written = np.full(buf.size, 1, np.uint8)
-    elif mode == "none":
-        written = np.zeros(buf.size, np.uint8)
-    else:
-        written = rng.integers(0, 2, buf.size).astype(np.uint8) * rng.integers(1, 256, buf.size).astype(np.uint8)
-    args = (buf, written) + tuple(case[1:])
-    nn, mn, mx, has = stats.chunk_stats_masked(*args)
-    rnn, rmn, rmx, rhas = ref.chunk_stats_masked(*args)
-    assert mn.dtype == buf.dtype and mx.dtype == buf.dtype
-    np.testing.assert_array_equal(nn, rnn, err_msg="non_null")
-    np.testing.assert_array_equal(has.astype(bool), rhas, err_msg="has")
-    assert (mn[rhas] == rmn[rhas]).all(), (mn, rmn, rhas)
-    assert (mx[rhas] == rmx[rhas]).all(), (mx, rmx, rhas)
-    if mode == "none" and buf.size:
-        assert not nn.any() and not has.any()
+    with stats_path(path):
+        case = data.draw(stats_case(kind))
+        buf = case[0]
+        mode = data.draw(st.sampled_from(["empty", "random", "all", "none"]))
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+        if mode == "empty":
+            written = np.empty(0, np.uint8)
+        elif mode == "all":
+            written = np.full(buf.size, 1, np.uint8)
+        elif mode == "none":
+            written = np.zeros(buf.size, np.uint8)
+        else:
+            written = rng.integers(0, 2, buf.size).astype(np.uint8) * rng.integers(1, 256, buf.size).astype(np.uint8)
+        args = (buf, written) + tuple(case[1:])
+        nn, mn, mx, has = stats.chunk_stats_masked(*args)
+        rnn, rmn, rmx, rhas = ref.chunk_stats_masked(*args)
+        assert mn.dtype == buf.dtype and mx.dtype == buf.dtype
+        np.testing.assert_array_equal(nn, rnn, err_msg="non_null")
+        np.testing.assert_array_equal(has.astype(bool), rhas, err_msg="has")
+        assert (mn[rhas] == rmn[rhas]).all(), (mn, rmn, rhas)
+        assert (mx[rhas] == rmx[rhas]).all(), (mx, rmx, rhas)
+        if mode == "none" and buf.size:
+            assert not nn.any() and not has.any()
 
 
+@STATS_PATHS
 @pytest.mark.parametrize("kind", NUMERIC + [TS])
 @settings(max_examples=10, deadline=None)
 @given(data=st.data())
-def test_chunk_stats_edge_chunks_and_fill(kind, data):
+def test_chunk_stats_edge_chunks_and_fill(kind, data, path):
     """Edge chunks (valid < chunk): cells past the valid region never count, whatever they hold."""
-    dt = storage_dtype(kind)
-    fill = data.draw(fill_choice(kind))
-    has_fill, fv, fill_is_nan, skip_nan, skip_value, skip = kernel_fill_args(kind, fill)
-    chunk = np.asarray([3, 4], np.int64)
-    sp = specials(kind)
-    inside = data.draw(values(kind))
-    outside = data.draw(st.sampled_from(sp))
-    buf = np.full(2 * 12, outside, dt)
-    b = buf.reshape(2, 3, 4)
-    b[0, :2, :3] = inside      # chunk 0: valid (2, 3)
-    b[1, :1, :1] = fv          # chunk 1: valid (1, 1), the one cell is the fill
-    valid = np.asarray([[2, 3], [1, 1]], np.int64)
-    nn, mn, mx, has = _check_chunk_stats((buf, chunk, valid, has_fill, fv, fill_is_nan, skip_nan, skip_value, skip))
-    null_inside = bool(ref.cell_is_null(np.asarray([inside]), has_fill, fv, fill_is_nan)[0])
-    assert nn[0] == (0 if null_inside else 6)
-    assert nn[1] == (0 if has_fill else 1)
+    with stats_path(path):
+        dt = storage_dtype(kind)
+        fill = data.draw(fill_choice(kind))
+        has_fill, fv, fill_is_nan, skip_nan, skip_value, skip = kernel_fill_args(kind, fill)
+        chunk = np.asarray([3, 4], np.int64)
+        sp = specials(kind)
+        inside = data.draw(values(kind))
+        outside = data.draw(st.sampled_from(sp))
+        buf = np.full(2 * 12, outside, dt)
+        b = buf.reshape(2, 3, 4)
+        b[0, :2, :3] = inside      # chunk 0: valid (2, 3)
+        b[1, :1, :1] = fv          # chunk 1: valid (1, 1), the one cell is the fill
+        valid = np.asarray([[2, 3], [1, 1]], np.int64)
+        nn, mn, mx, has = _check_chunk_stats((buf, chunk, valid, has_fill, fv, fill_is_nan, skip_nan, skip_value, skip))
+        null_inside = bool(ref.cell_is_null(np.asarray([inside]), has_fill, fv, fill_is_nan)[0])
+        assert nn[0] == (0 if null_inside else 6)
+        assert nn[1] == (0 if has_fill else 1)
 
 
-def test_chunk_stats_signed_zero_nan_and_nat():
+@STATS_PATHS
+def test_chunk_stats_signed_zero_nan_and_nat(path):
     """Hand-written cases: -0.0 equals a 0.0 fill; NaN counts but is never min/max; NaT likewise."""
-    f = np.asarray([-0.0, 0.0, np.nan, 2.5, -1.0, np.nan], np.float64)
-    ch = np.asarray([6], np.int64)
-    one = np.asarray([[6]], np.int64)
-    nn, mn, mx, has = stats.chunk_stats(f, ch, one, True, np.float64(0.0), False, True, False, np.float64(0))
-    assert (nn[0], mn[0], mx[0], has[0]) == (4, -1.0, 2.5, True)
-    nn, mn, mx, has = stats.chunk_stats(f, ch, one, True, np.float64(np.nan), True, True, False, np.float64(0))
-    assert (nn[0], mn[0], mx[0], has[0]) == (4, -1.0, 2.5, True)
-    allnan = np.full(4, np.nan, np.float32)
-    nn, _, _, has = stats.chunk_stats(allnan, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
-                                      np.float32(0), False, True, False, np.float32(0))
-    assert nn[0] == 4 and not has[0]
-    t = np.asarray([NAT, 5, NAT, -7], np.int64)
-    nn, mn, mx, has = stats.chunk_stats(t, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
-                                        np.int64(0), False, False, True, np.int64(NAT))
-    assert (nn[0], mn[0], mx[0], has[0]) == (4, -7, 5, True)
-    u = np.asarray([np.iinfo(np.uint64).max, 3, np.iinfo(np.uint64).max - 1], np.uint64)
-    nn, mn, mx, has = stats.chunk_stats(u, np.asarray([3], np.int64), np.asarray([[3]], np.int64), True,
-                                        np.uint64(np.iinfo(np.uint64).max), False, False, False, np.uint64(0))
-    assert (nn[0], int(mn[0]), int(mx[0]), has[0]) == (2, 3, 2**64 - 2, True)
+    with stats_path(path):
+        f = np.asarray([-0.0, 0.0, np.nan, 2.5, -1.0, np.nan], np.float64)
+        ch = np.asarray([6], np.int64)
+        one = np.asarray([[6]], np.int64)
+        nn, mn, mx, has = stats.chunk_stats(f, ch, one, True, np.float64(0.0), False, True, False, np.float64(0))
+        assert (nn[0], mn[0], mx[0], has[0]) == (4, -1.0, 2.5, True)
+        nn, mn, mx, has = stats.chunk_stats(f, ch, one, True, np.float64(np.nan), True, True, False, np.float64(0))
+        assert (nn[0], mn[0], mx[0], has[0]) == (4, -1.0, 2.5, True)
+        allnan = np.full(4, np.nan, np.float32)
+        nn, _, _, has = stats.chunk_stats(allnan, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
+                                          np.float32(0), False, True, False, np.float32(0))
+        assert nn[0] == 4 and not has[0]
+        t = np.asarray([NAT, 5, NAT, -7], np.int64)
+        nn, mn, mx, has = stats.chunk_stats(t, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
+                                            np.int64(0), False, False, True, np.int64(NAT))
+        assert (nn[0], mn[0], mx[0], has[0]) == (4, -7, 5, True)
+        u = np.asarray([np.iinfo(np.uint64).max, 3, np.iinfo(np.uint64).max - 1], np.uint64)
+        nn, mn, mx, has = stats.chunk_stats(u, np.asarray([3], np.int64), np.asarray([[3]], np.int64), True,
+                                            np.uint64(np.iinfo(np.uint64).max), False, False, False, np.uint64(0))
+        assert (nn[0], int(mn[0]), int(mx[0]), has[0]) == (2, 3, 2**64 - 2, True)
 
 
 # ---------------------------------------------------------------------------- threads
@@ -598,3 +622,38 @@ def test_e2e_zero_length_axis_reads(kind, data):
 @given(st.sampled_from(NUMERIC + [TS]), st.data())
 def test_e2e_zero_length_axis_stats(kind, data):
     _run_e2e(data.draw(e2e_case(kind, zero_dims=True)), check_reads=False)
+
+
+def test_first_calls_from_many_threads_compile_once():
+    """A kernel with a canonical signature, first called from many threads at once: every
+    call returns its result, one signature is compiled, and later calls convert arguments
+    (writable or read-only, any layout) instead of compiling."""
+    from numba import types
+
+    from atlas._kernels import IN1, OUT1, kernel
+
+    def _sum_into(a, out):  # pragma: no cover - compiled
+        t = 0
+        for i in range(a.shape[0]):
+            t += a[i]
+        out[0] = t
+
+    k = kernel(_sum_into, sig=types.void(IN1, OUT1))
+    disp = k.__closure__ and next(c.cell_contents for c in k.__closure__ if hasattr(c.cell_contents, "signatures"))
+    inputs = [np.arange(i, dtype=np.int64) for i in range(64)]
+
+    def call(a):
+        out = np.zeros(1, np.int64)
+        k(a, out)
+        return int(out[0])
+
+    with ThreadPoolExecutor(16) as ex:
+        got = list(ex.map(call, inputs))
+    assert got == [int(a.sum()) for a in inputs]
+    ro = np.arange(10, dtype=np.int64)
+    ro.flags.writeable = False
+    out = np.zeros(1, np.int64)
+    disp(ro, out)
+    disp(np.arange(20, dtype=np.int64)[::2], out)
+    assert int(out[0]) == sum(range(0, 20, 2))
+    assert len(disp.signatures) == 1

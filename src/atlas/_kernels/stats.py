@@ -1,4 +1,10 @@
-"""Fill-aware statistics over chunks."""
+"""Fill-aware statistics over chunks.
+
+The statistics are the one kernel whose compiled code depends on the element type, so each
+dtype a process writes costs a compilation (about 0.5 s). Calls over at most
+``SMALL_CELLS`` cells (a few small chunks, as a quick start or a tiny write makes) are
+summarised with NumPy instead, so they compile nothing; the result is the same.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,16 @@ import numpy as np
 
 from . import kernel
 
+_NO_MASK = np.empty(0, np.uint8)
+SMALL_CELLS = 1024  # at most this many cells in a call: NumPy, no compilation
 
-@kernel
-def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):  # pragma: no cover - compiled
+
+def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
     """:func:`chunk_stats_masked` without a written-cells mask (every valid cell was written)."""
-    return chunk_stats_masked(buf, np.empty(0, np.uint8), chunk_shape, valid, has_fill, fill, fill_is_nan,
-                              skip_nan, skip_value, skip)
+    return chunk_stats_masked(buf, _NO_MASK, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip)
 
 
-@kernel
-def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):  # pragma: no cover - compiled
+def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
     """Per-chunk ``(non_null, min, max, has)`` over the valid region of ``k`` equal chunks.
 
     ``written`` is empty, or one byte per cell of ``buf``: cells whose byte is 0 were never
@@ -28,21 +34,69 @@ def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is
     ``has[c]`` tells whether chunk ``c`` had a value eligible for min/max; where it is False,
     ``min``/``max`` are meaningless.
     """
+    if buf.shape[0] <= SMALL_CELLS:
+        return _stats_small(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip)
+    k, nd = valid.shape
+    nn = np.zeros(k, np.int64)
+    mn = np.empty(k, buf.dtype)
+    mx = np.empty(k, buf.dtype)
+    has = np.zeros(k, np.bool_)
+    _stats(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip,
+           nn, mn, mx, has, np.empty((2, nd), np.int64))
+    return nn, mn, mx, has
+
+
+def _stats_small(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
+    """:func:`chunk_stats_masked` in NumPy, chunk by chunk (for a few small chunks)."""
+    k = valid.shape[0]
+    shape = tuple(int(x) for x in chunk_shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    nn = np.zeros(k, np.int64)
+    mn = np.zeros(k, buf.dtype)
+    mx = np.zeros(k, buf.dtype)
+    has = np.zeros(k, np.bool_)
+    for c in range(k):
+        if size == 0:
+            continue
+        mn[c] = mx[c] = buf[c * size]
+        region = tuple(slice(0, max(0, int(x))) for x in valid[c])
+        v = buf[c * size:(c + 1) * size].reshape(shape)[region]
+        counted = np.ones(v.shape, np.bool_)
+        if written.shape[0]:
+            counted &= written[c * size:(c + 1) * size].reshape(shape)[region] != 0
+        isnan = v != v
+        if has_fill:
+            counted &= ~((v == fill) | (isnan & bool(fill_is_nan)))
+        nn[c] = int(counted.sum())
+        if skip_nan:
+            counted &= ~isnan
+        if skip_value:
+            counted &= v != skip
+        if counted.any():
+            has[c] = True
+            mn[c] = v[counted].min()
+            mx[c] = v[counted].max()
+    return nn, mn, mx, has
+
+
+@kernel
+def _stats(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip,
+           nn, mn, mx, has, scratch):  # pragma: no cover - compiled
+    """The loop of :func:`chunk_stats_masked` into ``nn, mn, mx, has`` (``scratch``: (2, ndim) int64).
+
+    One compiled copy per element type; the kernel allocates nothing (cheaper to compile).
+    """
     k = valid.shape[0]
     nd = chunk_shape.shape[0]
     size = 1
     for d in range(nd):
         size *= chunk_shape[d]
-    nn = np.zeros(k, np.int64)
-    mn = np.empty(k, buf.dtype)
-    mx = np.empty(k, buf.dtype)
-    has = np.zeros(k, np.bool_)
-    stride = np.empty(nd, np.int64)
+    stride = scratch[0]
     s = 1
     for d in range(nd - 1, -1, -1):
         stride[d] = s
         s *= chunk_shape[d]
-    idx = np.empty(nd, np.int64)
+    idx = scratch[1]
     use_mask = written.shape[0] > 0
     for c in range(k):
         rows = 1
@@ -98,4 +152,3 @@ def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is
         has[c] = not first
         mn[c] = lo
         mx[c] = hi
-    return nn, mn, mx, has
