@@ -1,8 +1,8 @@
 """Commits: a transaction (flush) or a snapshot's live chunks (compact) -> new segments -> new metadata.
 
 Each function builds the next state from an old one without changing it: new segment
-files are written and made durable (``barrier``), then ``commit(meta)`` publishes the new
-metadata in one atomic step. If anything fails, the old state and the transaction are
+files are written, then ``commit(meta)`` makes every file written so far durable (one
+``barrier``) and publishes the new metadata in one atomic step. If anything fails, the old state and the transaction are
 intact (the new segment files are orphans that ``compact`` reclaims). ``verify`` checks a
 snapshot's files.
 """
@@ -26,6 +26,8 @@ from ._write import SOLO_FRAME
 
 FLUSH_BATCH_BYTES = 4 * 1024 * 1024  # a flush compresses and writes frames in batches of about this size (bounds its memory)
 
+#: publishes a new metadata: makes every file written so far durable (``storage.barrier()``),
+#: then replaces the metadata atomically (``_history.commit``)
 Commit = Callable[[StoreMeta], None]
 Items = list[tuple[tuple[int, int], Pending]]
 
@@ -164,7 +166,6 @@ def flush(v: View, meta: StoreMeta, dirty: dict[int, tuple[str, str]], dead: set
         seg = _write_segment(fr, phys, gen, token, v.index(name), items, dead_arr)
         new_idx[name] = seg.index  # type: ignore[assignment]
         new.physical[name] = Physical(phys.dir, seg.location)
-    fr.storage.barrier()
     copied: set[str] = set()
     for name, pairs in by_name.items():
         idx = new_idx.get(name) or v.index(name)
@@ -209,7 +210,6 @@ def compact(v: View, meta: StoreMeta, commit: Commit,
             new_idx[name] = seg.index  # type: ignore[assignment]
             new.physical[name] = Physical(phys.dir, seg.location)
         tick()
-    fr.storage.barrier()
     before = fr.storage.list("arrays")
     if new.physical == meta.physical:
         new = meta  # nothing rewritten: no new version

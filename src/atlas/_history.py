@@ -74,8 +74,13 @@ def commit(storage: Storage, meta: StoreMeta, note: Optional[Note], encode: Call
 
     Without a ``note`` (``Atlas.create``: an empty store) no version is recorded, so creating
     a store stays one atomic write; the history starts with the first flush.
+
+    Every file written before this call (the new segments of a flush or compaction, and the
+    version file) is made durable by one ``barrier`` before ``atlas.meta`` is replaced: one
+    round of fsyncs per commit.
     """
     if note is None:
+        storage.barrier()
         storage.commit(META_PATH, encode(meta))
         return
     base = note.base

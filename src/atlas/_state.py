@@ -304,16 +304,15 @@ class StoreState:
             self.txn.edit_dataset(ds_name).attrs[key] = value
             self.txn.edits += 1
 
-    def write(self, ds_name: str, name: str, start: Sequence[int], data: np.ndarray,
-              check: Callable[[ArrayMeta], tuple[Sequence[int], np.ndarray]]) -> None:
-        """Write into array ``name`` of a dataset; ``check(meta) -> (start, storage data)`` validates first."""
+    def write(self, ds_name: str, name: str, m: ArrayMeta, start: Sequence[int], data: np.ndarray) -> None:
+        """Write checked storage-typed ``data`` into instance ``m`` (array ``name`` of a dataset).
+
+        The caller holds ``write_lock`` since it looked ``m`` up and checked the box, so
+        nothing changed in between.
+        """
         with self.write_lock:
             t = self.txn
-            m = self.dataset(ds_name, t).arrays.get(name)
-            if m is None:
-                raise KeyError(f"array {name!r} is not defined in dataset {ds_name!r}")
-            s, arr = check(m)
-            _write.write(t, name, m, s, arr)
+            _write.write(t, name, m, start, data)
             if m.aid not in t.dirty:
                 t.working()
                 t.dirty[m.aid] = (ds_name, name)

@@ -136,13 +136,11 @@ class DatasetView:
     # ------------------------------------------------------------------ data
     def write_array(self, name: str, start: Sequence[int], data: np.ndarray) -> None:
         """Write ``data`` (exact dtype, C-contiguous) into the box starting at ``start``."""
-        self._array(name)  # the right error for a bad name
-
-        def check(m: ArrayMeta) -> tuple[Sequence[int], np.ndarray]:
+        st = self._atlas._state
+        with st.write_lock:  # the instance looked up, checked and written in one step
+            m = self._array(name)
             arr = D.to_storage(m.dtype, data, name)
-            return write_box(m.shape, start, arr.shape, name), arr
-
-        self._atlas._state.write(self._name, name, start, data, check)
+            st.write(self._name, name, m, write_box(m.shape, start, arr.shape, name), arr)
 
     def write_arrays(self, data: Mapping[str, np.ndarray], start: Optional[Sequence[int]] = None) -> None:
         """Write several arrays at once: ``{name: ndarray}``, each at ``start`` (default: the origin).
@@ -159,9 +157,9 @@ class DatasetView:
                 m = self._array(name)
                 a = D.to_storage(m.dtype, arr, name)
                 s = (0,) * len(m.shape) if start is None else start
-                checked.append((name, write_box(m.shape, s, a.shape, name), a))
-            for name, s, a in checked:
-                st.write(self._name, name, s, a, _checked(s, a))
+                checked.append((name, m, write_box(m.shape, s, a.shape, name), a))
+            for name, m, s, a in checked:
+                st.write(self._name, name, m, s, a)
 
     def resize_array(self, name: str, shape: Sequence[int]) -> None:
         """Give the array a new shape (same rank): grow or shrink any axis.
@@ -195,7 +193,7 @@ class DatasetView:
 
         def then(m: ArrayMeta, extra: Any) -> None:
             start, arr = extra
-            self._atlas._state.write(self._name, name, start, arr, lambda m2: (start, arr))
+            self._atlas._state.write(self._name, name, m, start, arr)
 
         self._atlas._state.resize(self._name, name, plan, then)
 
@@ -284,7 +282,3 @@ def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], ch
     fill = D.coerce_fill(dt, fill_value, name)
     return name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill)
 
-
-def _checked(start: Sequence[int], data: np.ndarray) -> Callable[[ArrayMeta], tuple[Sequence[int], np.ndarray]]:
-    """A write's check when it was done already."""
-    return lambda m: (start, data)
