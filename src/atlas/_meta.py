@@ -8,6 +8,7 @@ so json metadata stays strict JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -376,6 +377,18 @@ def _inside(path: str, prefix: str) -> bool:
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+def array_dir(array: str) -> str:
+    """The folder of a new array name: an ASCII slug of the name and a hash of it.
+
+    A function of the name alone, so every process that writes the name first (a staged
+    writer on another machine, or this handle) picks the same folder. Stores made before
+    keep the folders they recorded (``arrays/NNNNN-<slug>``).
+    """
+    slug = _SLUG.sub("_", array)[:40].strip("._") or "a"
+    digest = hashlib.blake2b(array.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"arrays/{slug}-{digest}"
+
+
 @dataclass
 class StoreMeta:
     codec: str
@@ -394,8 +407,7 @@ class StoreMeta:
     def physical_for(self, array: str) -> Physical:
         p = self.physical.get(array)
         if p is None:
-            slug = _SLUG.sub("_", array)[:40].strip("._") or "a"
-            p = self.physical[array] = Physical(f"arrays/{len(self.physical):05d}-{slug}")
+            p = self.physical[array] = Physical(array_dir(array))
         return p
 
     def copy(self) -> "StoreMeta":

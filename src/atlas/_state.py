@@ -305,6 +305,20 @@ class StoreState:
             self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
             return True
 
+    def commit_built(self, build: Callable[[Snapshot, Callable[[StoreMeta], None]],
+                                           tuple[StoreMeta, dict[str, ChunkIndex]]]) -> StoreMeta:
+        """Flush, then publish the state ``build(snapshot, commit)`` makes from the committed one.
+
+        ``build`` writes its files, calls ``commit(meta)`` last and returns the new metadata
+        and the indexes it changed (staged commits); if it raises, nothing changed.
+        """
+        with self.write_lock:
+            self.flush()
+            base = self.txn.base
+            meta, new_idx = build(base, self._commit)
+            self._publish(base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
+            return meta
+
     def compact(self, tick: Callable[[], None]) -> int:
         """Flush, then rewrite every array name's live chunks; returns the bytes retired."""
         with self.write_lock:

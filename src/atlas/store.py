@@ -12,6 +12,7 @@ import numpy as np
 from . import codecs
 from . import _metaio
 from ._box import read_box
+from ._staged import Stage, StagedResult
 from ._state import StoreState, Transaction
 from ._progress import Progress, ProgressArg, check as check_progress
 from .errors import StaleStoreError
@@ -198,7 +199,8 @@ class Atlas:
         return to_xarray_many(self, names, concat_dim, parallel, chunks, progress)
 
     def ingest(self, files: Sequence[str], name_from: str = "stem", engine: Optional[str] = None,
-               jobs: Optional[int] = None, progress: ProgressArg = False) -> list[str]:
+               jobs: Optional[int] = None, progress: ProgressArg = False, *, workers: Optional[int] = None,
+               client: Any = None) -> list[str]:
         """Add every file matching ``files`` (paths or glob patterns, ``**`` recurses) as one dataset.
 
         Files are opened with xarray (any format it reads; ``engine`` as in
@@ -208,10 +210,48 @@ class Atlas:
         extension, ``"name"`` keeps it). Never flushes. All or nothing: if a file cannot be
         opened or stored, the datasets this call added are removed again and ``IngestError``
         (a ``ValueError``) is raised. ``progress`` counts the files. Returns the names added.
+
+        ``workers=N`` (a local pool of N processes) or ``client=`` (a ``dask.distributed``
+        ``Client``): worker processes open, encode and write the files (staged writes, see
+        :meth:`stage`) and this call commits them all at once at the end (it flushes the
+        store first); all or nothing as above; ``progress`` counts the files whose batch is done.
         """
+        if workers is not None or client is not None:
+            from .integrations._distributed import ingest_parallel
+
+            return ingest_parallel(self, files, name_from, engine, jobs, progress, workers=workers, client=client)
         from .integrations._ingest import ingest
 
         return ingest(self, files, name_from, engine, jobs, progress)
+
+    # ------------------------------------------------------------------ staged writes
+    def stage(self) -> Stage:
+        """A picklable :class:`~atlas.Stage` for worker processes to write new datasets into this store.
+
+        A worker calls ``stage.writer()``, creates datasets with it as with a store, and
+        returns ``writer.finish()`` (a small :class:`~atlas.StagedResult`); workers write
+        segment files only, never the metadata. Publish the results with
+        :meth:`commit_staged`; ``stage.discard()`` deletes the files of writers that failed.
+        Do not :meth:`compact` while writers are writing (it deletes their files).
+        """
+        from . import _staged
+
+        return _staged.new_stage(self._storage, self._state.txn.base.meta)
+
+    def commit_staged(self, results: Sequence[StagedResult]) -> list[str]:
+        """Publish staged results (from ``StagedWriter.finish()``) in one atomic commit.
+
+        Flushes this handle's pending changes first. The cost is proportional to the
+        metadata and chunk indexes of the results, not to their data. A dataset name found in
+        two results or already in the store raises ``FileExistsError`` listing the names, and
+        a missing staged file ``FileNotFoundError``; then nothing is committed. Returns the
+        names of the datasets added, in order.
+        """
+        from . import _staged
+
+        names = _staged.commit(self._state, results)
+        log.info("committed %d staged datasets into %s (generation %d)", len(names), self._storage.location, self.generation)
+        return names
 
     # ------------------------------------------------------------------ properties
     @property
