@@ -6,6 +6,7 @@
     atlas ls STORE [DATASET]              datasets; or one dataset's arrays and attributes
     atlas stats STORE DATASET [ARRAY]     row/null counts, min and max of the arrays
     atlas ingest STORE GLOB... [--create] files xarray can open -> one dataset each, one flush
+                                          (--workers N / --scheduler ADDRESS: in parallel processes)
     atlas compact STORE                   reclaim the space of deleted and overwritten data
     atlas verify STORE                    check the store; exit code 1 when problems are found
     atlas versions                        what a bug report needs (atlas.show_versions())
@@ -279,7 +280,14 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     store = _open_for_ingest(args)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
-    store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show)
+    if args.scheduler:
+        from distributed import Client
+
+        with Client(args.scheduler) as client:
+            store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show, client=client)
+    else:
+        store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show,
+                     workers=args.workers)
     store.flush()
     dt = time.perf_counter() - t0
     print(f"ingested {len(paths)} files into {store.location} "
@@ -391,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name-from", choices=("stem", "name"), default="stem",
                    help="dataset name: the file name without (stem, default) or with (name) its extension")
     s.add_argument("--engine", default=None, help="xarray engine (default: xarray guesses)")
+    par = s.add_mutually_exclusive_group()
+    par.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                     help="open, encode and write the files in N worker processes (staged writes, one commit at the end)")
+    par.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="run the workers on a running dask.distributed scheduler (e.g. tcp://host:8786)")
     s.set_defaults(func=_cmd_ingest)
 
     s = sub.add_parser("compact", parents=[verbose, progress],

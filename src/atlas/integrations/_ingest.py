@@ -71,6 +71,35 @@ def load(path: str, engine: Optional[str]) -> Any:
             return ds.load()
 
 
+def ingest_file(target: Any, path: str, name: str, engine: Optional[str] = None, **options: Any) -> list[str]:
+    """Open ``path`` and add it to ``target`` (a store, or a staged writer in a worker process)
+    as dataset ``name``; returns the names added. ``IngestError`` names the file.
+
+    The per-file step of a parallel ingest (``integrations._distributed``); ``options`` are
+    the ingest options that shape one file's opening and adding (none are defined here yet).
+    """
+    if options:
+        raise TypeError(f"unknown ingest option(s): {', '.join(sorted(options))}")
+    try:
+        ds = load(path, engine)
+    except Exception as e:
+        raise IngestError(f"cannot open {path!r}: {one_line(e)}; nothing was ingested") from e
+    try:
+        target.add_xr_dataset(ds, name)
+    except Exception as e:
+        raise IngestError(f"cannot ingest {path!r} as dataset {name!r}: {one_line(e)}; nothing was ingested") from e
+    return [name]
+
+
+def refuse_taken(store: "Atlas", names: Sequence[str]) -> None:
+    """``FileExistsError`` listing the names the store already has."""
+    taken = [n for n in names if store.dataset_exists(n)]
+    if taken:
+        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
+        raise FileExistsError(f"the store already has dataset(s) {', '.join(map(repr, taken[:3]))}{more}; "
+                              "nothing was ingested")
+
+
 def plan(files: Sequence[str], name_from: str = "stem") -> tuple[list[str], list[str]]:
     """The files matching ``files`` and their dataset names, checked (no store is touched)."""
     if isinstance(files, (str, os.PathLike)):
@@ -95,11 +124,7 @@ def ingest(store: "Atlas", files: Sequence[str], name_from: str = "stem", engine
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     paths, names = plan(files, name_from)
-    taken = [n for n in names if store.dataset_exists(n)]
-    if taken:
-        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
-        raise FileExistsError(f"the store already has dataset(s) {', '.join(map(repr, taken[:3]))}{more}; "
-                              "nothing was ingested")
+    refuse_taken(store, names)
     jobs = jobs or min(8, os.cpu_count() or 1)
     log.info("ingesting %d files into %s with %d reader threads", len(paths), store.location, jobs)
     todo = iter(zip(paths, names))
