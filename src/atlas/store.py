@@ -215,6 +215,8 @@ class Atlas:
         ``Client``): worker processes open, encode and write the files (staged writes, see
         :meth:`stage`) and this call commits them all at once at the end (it flushes the
         store first); all or nothing as above; ``progress`` counts the files whose batch is done.
+        Worker processes start the way ``multiprocessing`` spawns them (they import the main
+        script): a script calling this needs ``if __name__ == "__main__":``.
         """
         if workers is not None or client is not None:
             from .integrations._distributed import ingest_parallel
@@ -249,7 +251,7 @@ class Atlas:
         """
         from . import _staged
 
-        names = _staged.commit(self._state, results)
+        names = _staged.commit(self._state, results, self._meta_format)
         log.info("committed %d staged datasets into %s (generation %d)", len(names), self._storage.location, self.generation)
         return names
 

@@ -1,7 +1,7 @@
 """Parallel ingest: worker processes open, encode and write files; one commit publishes them.
 
-``Atlas.ingest(files, workers=N)`` runs a local pool of N processes (``spawn``: no fork of a
-threaded process); ``Atlas.ingest(files, client=Client)`` runs on a ``dask.distributed``
+``Atlas.ingest(files, workers=N)`` runs a local pool of N processes (forked from a fork
+server, never from this threaded process); ``Atlas.ingest(files, client=Client)`` runs on a ``dask.distributed``
 cluster. Files go out in contiguous batches; each batch is one task with one staged writer
 (``atlas._staged``), so each task writes one segment per array name. The coordinator
 reports progress as batches finish, then commits every result at once in file order (the
@@ -17,7 +17,7 @@ import math
 import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Optional, Sequence
 
 from .. import _staged
 from .._progress import Progress, ProgressArg, check
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 32
 #: about this many tasks per worker (progress steps and load balance)
 TASKS_PER_WORKER = 4
+
+#: modules the fork server imports once, so worker processes start without importing them
+PRELOAD = ["atlas.integrations._distributed", "xarray", "netCDF4"]
 
 Batch = list[tuple[str, str]]
 
@@ -101,10 +104,9 @@ def ingest_parallel(store: "Atlas", files: Sequence[str], name_from: str = "stem
 
 
 def _run_pool(stage: _staged.Stage, work: list[Batch], engine: Optional[str], options: dict[str, Any],
-              workers: int) -> Iterator[tuple[int, tuple[_staged.StagedResult, list[str]]]]:
+              workers: int) -> Generator[tuple[int, tuple[_staged.StagedResult, list[str]]], None, None]:
     """Batches on a local process pool; yields ``(batch number, result)`` as they finish."""
-    ctx = multiprocessing.get_context("spawn")
-    ex = ProcessPoolExecutor(max_workers=min(workers, len(work)), mp_context=ctx)
+    ex = ProcessPoolExecutor(max_workers=min(workers, len(work)), mp_context=_context())
     futs: dict[Future[Any], int] = {ex.submit(ingest_batch, stage, b, engine, options): i for i, b in enumerate(work)}
     try:
         pending = set(futs)
@@ -118,6 +120,17 @@ def _run_pool(stage: _staged.Stage, work: list[Batch], engine: Optional[str], op
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+def _context() -> Any:
+    """Worker processes never fork this (maybe threaded) process: they fork from a server
+    that imported atlas and xarray once (the first pool of a process starts it), or are
+    spawned where there is no fork server."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)  # no effect once the server runs
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _result(f: "Future[Any]", batch: Batch) -> Any:
     try:
         return f.result()
@@ -127,7 +140,7 @@ def _result(f: "Future[Any]", batch: Batch) -> Any:
 
 
 def _run_dask(stage: _staged.Stage, work: list[Batch], engine: Optional[str], options: dict[str, Any],
-              client: Any) -> Iterator[tuple[int, tuple[_staged.StagedResult, list[str]]]]:
+              client: Any) -> Generator[tuple[int, tuple[_staged.StagedResult, list[str]]], None, None]:
     """Batches as tasks of a dask.distributed client; yields ``(batch number, result)`` as they finish."""
     from distributed import as_completed
 
