@@ -159,3 +159,38 @@ def s3_bucket(moto_server):
 def s3_store(moto_server, s3_bucket):
     """An obstore ``S3Store`` on a fresh bucket (prefix ``atlas/store``) of the moto server."""
     return moto_server.s3_store(s3_bucket, prefix="atlas/store")
+
+
+# ---------------------------------------------------------------------------------------------
+# Read strategies: the one place that knows how the engine picks one (re-point it here when the
+# engine's modules move). Today ``Engine._gather`` reads in parallel only when the pool has more
+# than one thread and a request decodes at least ``PARALLEL_MIN_BYTES``; a storage with
+# ``io_concurrency > 1`` (object stores) fetches on the I/O pool, local disk on the CPU pool.
+# ---------------------------------------------------------------------------------------------
+@_pytest.fixture
+def read_strategy(monkeypatch):
+    """``read_strategy(threads, pooled=None) -> int``: see :func:`_force_read_strategy`."""
+    import atlas._executor as executor_mod
+
+    before = executor_mod._pool
+    yield lambda threads, pooled=None: _force_read_strategy(monkeypatch, threads, pooled)
+    made = executor_mod._pool  # still the test's own pool: monkeypatch restores the old one after this
+    if made is not None and made is not before:
+        made.shutdown(wait=True)
+
+
+def _force_read_strategy(monkeypatch, threads: int, pooled: bool | None) -> int:
+    """Run the rest of the test with a pool of ``threads`` threads (``ATLAS_NUM_THREADS``) and,
+    with ``pooled`` True/False, every multi-frame request on the pooled/inline path whatever its
+    size (None keeps the size rule). Returns the size threshold then in effect (bytes decoded).
+    Undone by ``monkeypatch``."""
+    import atlas._read as engine_mod
+    import atlas._executor as executor_mod
+
+    monkeypatch.setenv("ATLAS_NUM_THREADS", str(threads))
+    monkeypatch.setattr(executor_mod, "_size", None)  # else atlas.set_num_threads() overrides the variable
+    monkeypatch.setattr(executor_mod, "_pool", None)  # the pool is made with ``threads`` workers on first use
+    if pooled is not None:
+        monkeypatch.setattr(engine_mod, "PARALLEL_MIN_BYTES", 0 if pooled else 2**62)
+    assert executor_mod.num_threads() == threads
+    return int(engine_mod.PARALLEL_MIN_BYTES)

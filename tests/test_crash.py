@@ -53,6 +53,14 @@ def s_values(r):
     return np.array([f"r{r}-{i}" + "\u00e9" * (i % 3) + "x" * ((r + i) % 5) for i in range(7)], dtype=object)
 
 
+def ts_values(r):
+    return (np.arange(r % 3 + 1, dtype=np.float64) + r * 10.0).astype(np.float64)
+
+
+def g_values(r):
+    return (np.arange(2 * (r % 2 + 1), dtype=np.int32).reshape(2, r % 2 + 1) + r).astype(np.int32)
+
+
 def big_values(r):
     return np.sin(np.arange(3 * 4000, dtype=np.float64) * (r + 1) * 1e-3).reshape(3, 4000) + r
 
@@ -83,6 +91,18 @@ def plan(r, exists):
     if r % 2 == 1:
         ops.append(("define", d, "big", "float64", ["p", "q"], [3, 4000], [1, 4000], None))
         ops.append(("write", d, "big", [0, 0], big_values(r)))
+    # a series that grows every round (appends along the first and a later axis), and resizes
+    if not exists("series"):
+        ops.append(("create", "series"))
+        ops.append(("define", "series", "ts", "float64", ["time"], [0], [4], None))
+        ops.append(("define", "series", "g", "int32", ["a", "t"], [2, 0], [2, 3], -7))
+    ops.append(("append", "series", "ts", 0, ts_values(r)))
+    ops.append(("append", "series", "g", 1, g_values(r)))
+    e = f"d{r - 1}"
+    if r % 3 == 2 and exists(e):
+        ops.append(("resize", e, "x", [30]))  # cuts chunk 3 of (10,)-chunks, drops chunks 3 and 4
+        ops.append(("resize", e, "x", [45]))  # the cut cells stay gone
+        ops.append(("resize", e, "n", [3, 6]))  # a later axis: chunk ids change (re-keyed)
     ops.append(("attr", d, "round", int(r)))
     ops.append(("attr", d, "label", f"dataset {r} \u2713"))
     ops.append(("attr", d, "scale", float(r) / 3.0))
@@ -124,6 +144,12 @@ def apply_to_atlas(a, ops):
             a.open_dataset(d).set_attribute(key, value)
         elif kind == "delete":
             a.delete_dataset(op[1])
+        elif kind == "append":
+            _, d, name, axis, data = op
+            a.open_dataset(d).append_array(name, data, axis)
+        elif kind == "resize":
+            _, d, name, shape = op
+            a.open_dataset(d).resize_array(name, shape)
         else:
             raise AssertionError(op)
 '''
@@ -235,8 +261,9 @@ def _load_plan() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the model
-_DEFAULT_FILL = {"float32": np.float32(0), "float64": np.float64(0), "int64": np.int64(0), "string": ""}
-_NP = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "string": object}
+_DEFAULT_FILL = {"float32": np.float32(0), "float64": np.float64(0), "int64": np.int64(0), "int32": np.int32(0),
+                 "string": ""}
+_NP = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32, "string": object}
 
 
 class Model:
@@ -279,8 +306,33 @@ class Model:
                 self.datasets[d]["attrs"][key] = value
             elif kind == "delete":
                 del self.datasets[op[1]]
+            elif kind == "append":
+                _, d, name, axis, val = op
+                arr = self.datasets[d]["arrays"][name]
+                shape = list(arr["data"].shape)
+                start = [0] * len(shape)
+                start[axis] = shape[axis]
+                shape[axis] += val.shape[axis]
+                self._resize(arr, shape)
+                box = tuple(slice(s, s + n) for s, n in zip(start, val.shape))
+                arr["data"][box] = val
+                arr["written"][box] = True
+            elif kind == "resize":
+                _, d, name, shape = op
+                self._resize(self.datasets[d]["arrays"][name], shape)
             else:
                 raise AssertionError(op)
+
+    @staticmethod
+    def _resize(arr: dict[str, Any], shape: list[int]) -> None:
+        dtype, dims, _, chunk, fill = arr["spec"]
+        data = np.empty(tuple(shape), _NP[dtype])
+        data[...] = _DEFAULT_FILL[dtype] if fill is None else fill
+        written = np.zeros(tuple(shape), bool)
+        box = tuple(slice(0, min(a, b)) for a, b in zip(arr["data"].shape, shape))
+        data[box] = arr["data"][box]
+        written[box] = arr["written"][box]
+        arr.update(spec=(dtype, dims, list(shape), chunk, fill), data=data, written=written)
 
 
 def _expected_stats(spec: tuple, data: np.ndarray, written: np.ndarray) -> tuple[int, Any, Any]:
@@ -324,6 +376,7 @@ def check_store(path: Path, model: Model, where: str) -> None:
             null, mn, mx = _expected_stats(aexp["spec"], exp, aexp["written"])
             assert (st["row_count"], st["null_count"]) == (exp.size, null), f"{ctx}: stats {st}"
             assert st["min"] == mn and st["max"] == mx, f"{ctx}: stats {st} != {(null, mn, mx)}"
+    assert a.verify() == [], f"{where}: verify()"
 
 
 # --------------------------------------------------------------------------- the driver

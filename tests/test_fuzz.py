@@ -588,7 +588,7 @@ def test_chunk_index_decode_of_random_bytes_raises_corrupt(data, codec, raw):
 
 
 class _MemStorage:
-    """The two things ``FrameReader.load_index`` needs from a storage: ``read_ranges`` and ``location``."""
+    """The two things ``FrameReader.read_index`` needs from a storage: ``read_ranges`` and ``location``."""
 
     location = "mem://store"
 
@@ -613,7 +613,7 @@ def test_chunk_index_footer_damage_is_caught_by_its_checksum(idx, codec, prefix,
     loc = IndexLocation(seg, len(prefix), len(footer), raw, codecs.checksum(footer))
     # intact: it reads back exactly
     fr = FrameReader(_MemStorage({seg: prefix + footer}), codec)
-    assert _same_index(fr.load_index("a", Physical("arrays/00000-a", loc)), idx)
+    assert _same_index(fr.read_index("a", Physical("arrays/00000-a", loc)), idx)
     # damaged: flipped bits anywhere in the footer, or a shortened footer length
     kind = data.draw(st.sampled_from(["flip", "short"]), label="kind")
     blob = bytearray(footer)
@@ -624,7 +624,7 @@ def test_chunk_index_footer_damage_is_caught_by_its_checksum(idx, codec, prefix,
         loc = IndexLocation(seg, len(prefix), data.draw(st.integers(0, len(footer) - 1), label="len"), raw, loc.crc)
     fr = FrameReader(_MemStorage({seg: prefix + bytes(blob)}), codec)
     with pytest.raises(CorruptStoreError, match="s00000001-00000000.seg"):
-        fr.load_index("a", Physical("arrays/00000-a", loc))
+        fr.read_index("a", Physical("arrays/00000-a", loc))
 
 
 _i64_cols = st.lists(st.one_of(st.integers(-3, 40), st.sampled_from([I64_MIN, I64_MAX, 2**40])), max_size=6)

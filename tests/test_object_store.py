@@ -72,11 +72,11 @@ class Backend:
 
     def objects(self, name="store", prefix=None):
         """``{path: size}`` of every object of the store (under ``prefix``); on a local path
-        without the writers' lock file ``atlas.lock`` (local-disk bookkeeping, never data)."""
+        and LocalStore without the writers' lock file ``atlas.lock`` (local-disk bookkeeping, never data)."""
         out = {}
         for batch in obstore.list(self.obstore(name), prefix=prefix):
             for m in batch:
-                if not (self.kind == "path" and m["path"] == "atlas.lock"):
+                if not (self.kind in ("path", "localstore") and m["path"] == "atlas.lock"):
                     out[m["path"]] = int(m["size"])
         return out
 

@@ -117,15 +117,19 @@ def test_to_xarray_many_progress_counts_variables(tmp_path):
     np.testing.assert_array_equal(ds["x"].values[1], data[(1, "x")])
 
 
-def test_progress_true_logs_without_tqdm(tmp_path, monkeypatch, caplog):
+def test_progress_true_draws_a_plain_bar_without_tqdm(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     s, _ = _store(tmp_path, 40)
-    with caplog.at_level(logging.INFO, logger="atlas.progress"):
-        s.read_array_across_stacked("x", s.list_datasets(), progress=True)
-    lines = [r.getMessage() for r in caplog.records if r.name == "atlas.progress"]
-    assert lines and lines[-1].startswith("read: 40/40 datasets"), lines
-    assert 2 <= len(lines) <= 11
+    capsys.readouterr()
+    s.read_array_across_stacked("x", s.list_datasets(), progress=True)
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1  # one line, redrawn with \r
+    frames = [f for f in err.strip("\n").split("\r") if f]
+    assert frames[-1].startswith("read: 40/40 datasets [########################] 100%"), frames
+    assert 2 <= len(frames) <= 101
+    done = [int(f.split()[1].split("/")[0]) for f in frames]
+    assert done == sorted(done)
 
 
 def test_progress_true_uses_tqdm_when_installed(tmp_path, monkeypatch):

@@ -140,6 +140,25 @@ def test_parallel_ingest_bad_arguments(files, tmp_path, cluster):
     assert store.list_datasets() == ["f003"] and store.generation == 1
 
 
+def test_parallel_ingest_passes_the_ingest_options(tmp_path):
+    folder = tmp_path / "nc"
+    _make_files(str(folder), 5)
+    (folder / "f002.nc").write_bytes(b"not a netcdf file")
+    opts = dict(on_error="skip", chunks={"lat": 3}, open_kwargs={"drop_variables": ["count"]})
+    serial = atlas.Atlas.create(str(tmp_path / "serial"))
+    want = serial.ingest([str(folder / "*.nc")], **opts)
+    serial.flush()
+    par = atlas.Atlas.create(str(tmp_path / "par"))
+    got = par.ingest([str(folder / "*.nc")], workers=2, **opts)
+    assert list(got) == list(want) == ["f000", "f001", "f003", "f004"]
+    assert [p for p, _ in got.refused] == [p for p, _ in want.refused] == [str(folder / "f002.nc")]
+    assert par.open_dataset("f001").array_meta("temp")["chunk_shape"] == [3, 3, 8]  # chunks= reached the workers
+    assert "count" not in par.open_dataset("f001").list_arrays()  # and open_kwargs=
+    _assert_same(serial, par)
+    with pytest.raises(ValueError, match="on_error must be"):
+        par.ingest([str(folder / "*.nc")], workers=2, on_error="ignore")
+
+
 class DyingBackend(xr.backends.BackendEntrypoint):
     """An xarray engine whose worker process dies (os._exit) on a file named *die*; else netCDF."""
 

@@ -10,7 +10,7 @@ snapshot's files.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from ._segments import CHUNK_COLUMNS, ChunkIndex
 from ._stats import fill_deferred, instance_stats
 from ._write import SOLO_FRAME
 
-FLUSH_BATCH_BYTES = 16 * 1024 * 1024  # a flush compresses and writes frames in batches of about this size
+FLUSH_BATCH_BYTES = 4 * 1024 * 1024  # a flush compresses and writes frames in batches of about this size (bounds its memory)
 
 Commit = Callable[[StoreMeta], None]
 Items = list[tuple[tuple[int, int], Pending]]
@@ -130,11 +130,13 @@ def _write_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: 
 
 
 def flush(v: View, meta: StoreMeta, dirty: dict[int, tuple[str, str]], dead: set[int],
-          commit: Commit) -> tuple[StoreMeta, dict[str, ChunkIndex]]:
+          commit: Commit, reindexed: Iterable[str] = ()) -> tuple[StoreMeta, dict[str, ChunkIndex]]:
     """The next committed state of transaction ``v`` (working metadata ``meta``), published by ``commit``.
 
     ``dirty``: the instances defined or written since the last flush (aid -> (dataset,
-    array)); ``dead``: the instances deleted since then, whose rows leave the indexes.
+    array)); ``dead``: the instances deleted since then, whose rows leave the indexes;
+    ``reindexed``: array names whose index ``v`` changed without new chunks (a resize re-keyed
+    chunks): they get a new segment too (an index footer alone, if nothing else is pending).
     Returns the new metadata and the new chunk indexes of the array names written.
     """
     fr = v.frames
@@ -153,6 +155,8 @@ def flush(v: View, meta: StoreMeta, dirty: dict[int, tuple[str, str]], dead: set
         items = [(k, p) for k, p in v.pending.items(name) if k[0] in metas]
         if items:
             written[name] = items
+    for name in reindexed:
+        written.setdefault(name, [])
     fill_deferred((metas[k[0]], p) for items in written.values() for k, p in items)
     new_idx: dict[str, ChunkIndex] = {}
     for name, items in written.items():
@@ -240,7 +244,7 @@ def verify(fr: FrameReader, meta: StoreMeta) -> list[str]:
                 need.setdefault(a, {})[m.aid] = m.chunk_nbytes
     for name, phys in meta.physical.items():
         try:
-            idx = fr.load_index(name, phys)  # re-read from storage, not from a cache
+            idx = fr.read_index(name, phys)  # re-read from storage, not from a cache
         except Exception as e:  # noqa: BLE001 - report and go on
             problems.append(f"array {name!r}: index unreadable: {e}")
             continue

@@ -19,7 +19,8 @@ from .errors import CorruptStoreError
 from .storage import Storage
 
 FRAME_TARGET = 64 * 1024  # small chunks are packed into frames of about this raw size
-FRAME_CACHE_BYTES = 32 * 1024 * 1024  # decoded packed frames kept for neighbouring small-chunk reads
+FRAME_CACHE_BYTES = 32 * 1024 * 1024  # decoded packed frames kept for neighbouring small-chunk reads (per process)
+INDEX_CACHE_BYTES = 64 * 1024 * 1024  # decoded chunk indexes kept for handles opened again (per process)
 COALESCE_GAP = 64 * 1024  # frames of one segment closer than this are fetched in one read
 COALESCE_MAX = 2 * 1024 * 1024  # ... as long as the read stays below this size (so decoding can start early)
 
@@ -48,22 +49,67 @@ class RangeReads(NamedTuple):
                 for g, (a, b) in enumerate(zip(self.gs.tolist(), self.ge.tolist()))]
 
 
+class _Cache:
+    """A byte-bounded FIFO of immutable values, shared by every handle of the process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        hit = self.items.get(key)
+        return None if hit is None else hit[0]
+
+    def put(self, key: Any, value: Any, n: int) -> None:
+        with self.lock:
+            if key not in self.items:
+                self.items[key] = (value, n)
+                self.size += n
+                while self.size > self.limit and self.items:
+                    _, (_, old) = self.items.popitem(last=False)
+                    self.size -= old
+
+
+# Segment files never change once written, so what is decoded from them holds for every
+# handle: decoded packed frames (keyed by the index's uid and frame number) and chunk
+# indexes (keyed by the store and the footer's location, checksum included).
+_FRAMES = _Cache(FRAME_CACHE_BYTES)
+_INDEXES = _Cache(INDEX_CACHE_BYTES)
+
+
 class FrameReader:
-    """Reads and decodes frames of one store; keeps small decoded frames in a FIFO cache."""
+    """Reads and decodes frames of one store; small decoded frames go to the process's frame cache."""
 
     def __init__(self, storage: Storage, codec: str) -> None:
         self.storage = storage
         self.codec = codec
-        self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
-        self._cache_bytes = 0
-        self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- index footers
     def load_index(self, name: str, phys: Physical | None) -> ChunkIndex:
-        """The chunk index of array name ``name`` as ``phys`` locates it (one range read)."""
+        """The chunk index of array name ``name`` as ``phys`` locates it (one range read).
+
+        Decoded indexes are shared by the handles of this process while their segment file
+        is unchanged (same stamp; backends without a cheap stamp always read).
+        """
         if phys is None or phys.index is None:
             return ChunkIndex()
+        stamp = self.storage.stamp(phys.index.segment)
+        if stamp is None:
+            return self.read_index(name, phys)
+        key = (type(self.storage).__name__, self.storage.location, self.codec, phys.dir, phys.index, stamp)
+        idx = _INDEXES.get(key)
+        if idx is None:
+            idx = self.read_index(name, phys)
+            _INDEXES.put(key, idx, idx.nbytes)
+        return idx
+
+    def read_index(self, name: str, phys: Physical) -> ChunkIndex:
+        """The chunk index as ``phys`` locates it, read and checked now (no cache)."""
         loc = phys.index
+        if loc is None:
+            return ChunkIndex()
         where = f"{self.storage.location}/{loc.segment}"
         try:
             (buf,) = self.storage.read_ranges(loc.segment, [loc.offset], [loc.offset + loc.length])
@@ -139,29 +185,21 @@ class FrameReader:
     # ---------------------------------------------------------------- cache
     @property
     def caching(self) -> bool:
-        return bool(self._cache)
+        return bool(_FRAMES.items)
 
     def cached(self, idx: ChunkIndex, f: int) -> Any:
         """A decoded packed frame from the cache, or None."""
-        return self._cache.get((idx.uid, f))
+        return _FRAMES.get((idx.uid, f))
 
     def remember(self, idx: ChunkIndex, f: int, raw: Any) -> None:
         """Keep a decoded frame that packs small chunks (frames are immutable: never stale); FIFO eviction."""
         n = len(raw)
-        if n > FRAME_TARGET:
-            return
-        key = (idx.uid, f)
-        with self._lock:
-            if key not in self._cache:
-                self._cache[key] = raw
-                self._cache_bytes += n
-                while self._cache_bytes > FRAME_CACHE_BYTES and self._cache:
-                    _, old = self._cache.popitem(last=False)
-                    self._cache_bytes -= len(old)
+        if n <= FRAME_TARGET:
+            _FRAMES.put((idx.uid, f), raw, n)
 
     def chunk_bytes(self, idx: ChunkIndex, f: int) -> Any:
         """Frame ``f`` decoded, through the cache."""
-        raw = self.cached(idx, f) if self._cache else None
+        raw = _FRAMES.get((idx.uid, f))
         if raw is None:
             raw = self.decode(idx, f, self.fetch(idx, np.asarray([f]))[0])
             if int(idx.frames["rlen"][f]) <= FRAME_TARGET:

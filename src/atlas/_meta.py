@@ -68,6 +68,15 @@ def validate_name(name: Any, what: str) -> str:
     return name
 
 
+def _plain_names(names: list[Any]) -> bool:
+    """Whether every name passes :func:`validate_name` (checked in bulk: opening a big store checks thousands)."""
+    try:
+        "".join(names).encode("utf-8")  # TypeError for a non-str, UnicodeEncodeError for lone surrogates
+    except (TypeError, UnicodeEncodeError):
+        return False
+    return all(n and n[0] != "_" and "/" not in n and "\x00" not in n and n != "." and n != ".." for n in names)
+
+
 class Layout:
     """Values derived from a schema, computed once per distinct schema (kernels use rank >= 1)."""
 
@@ -481,9 +490,12 @@ class StoreMeta:
                 raise ValueError(f"unknown codec {codec!r}")
             schemas = [ArrayMeta.schema_from_dict(x) for x in d["schemas"]]
             ds = Datasets(schemas)
-            for name, blob in d["datasets"]:
-                validate_name(name, "dataset")
-                if not isinstance(blob, (str, bytes)):
+            entries = d["datasets"]
+            if not _plain_names([e[0] for e in entries]):  # the slow, precise check only to name the culprit
+                for name, _ in entries:
+                    validate_name(name, "dataset")
+            for name, blob in entries:
+                if blob.__class__ is not str and not isinstance(blob, (str, bytes)):
                     raise ValueError(f"dataset {name!r}: entry is a {type(blob).__name__}")
                 dict.__setitem__(ds, name, blob)
             physical = {}

@@ -38,8 +38,9 @@ def canonical_meta_compression(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"meta_compression must be a string, got {type(name).__name__}: {name!r}")
     key = name.strip().lower()
+    key = codecs.CODEC_ALIASES.get(key, key)
     if key not in META_COMPRESSIONS:
-        raise ValueError(f"unknown meta_compression {name!r}; accepted: 'none', 'zstd', 'lz4'")
+        raise ValueError(f"unknown meta_compression {name!r}; accepted: 'none' (alias 'uncompressed'), 'zstd', 'lz4'")
     return key
 
 

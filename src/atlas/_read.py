@@ -234,7 +234,7 @@ def load_chunk(v: View, name: str, m: ArrayMeta, cid: int) -> tuple[np.ndarray |
         if pos < 0:
             return None, None
         f = int(idx.chunks["frame"][pos])
-        raw = fr.decode(idx, f, fr.fetch(idx, np.asarray([f]))[0])
+        raw = fr.chunk_bytes(idx, f)  # through the frame cache: appends to many datasets share frames
         o, nbytes, masked = int(idx.chunks["foff"][pos]), int(idx.chunks["nbytes"][pos]), bool(idx.chunks["wmask"][pos])
     mv = memoryview(raw)[o:o + nbytes]
     try:

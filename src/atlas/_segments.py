@@ -59,6 +59,11 @@ class ChunkIndex:
     def __len__(self) -> int:
         return int(self.chunks["aid"].shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the columns."""
+        return sum(v.nbytes for v in self.chunks.values()) + sum(v.nbytes for v in self.frames.values())
+
     def first_chunk(self, aid: int) -> Optional[tuple[int, int, int]]:
         """``(frame, offset in the frame, bytes)`` of the lowest chunk id of instance ``aid``, or None.
 

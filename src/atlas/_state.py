@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import _commit, _read, _write
+from . import _commit, _read, _resize, _write
 from ._frames import FrameReader
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._pending import PendingStore
@@ -39,7 +39,7 @@ def default_pending_budget() -> int:
             return max(0, int(env))
         except ValueError:
             raise ValueError(f"ATLAS_PENDING_BUDGET must be a number of bytes, got {env!r}") from None
-    return 16 * 1024 * 1024  # ingest memory stays ~50-75 MB above the baseline (benchmarks/compare_gridded.py)
+    return 8 * 1024 * 1024  # gridded ingest peaks ~31 MiB above its baseline (2x h5py; issue #14)
 
 
 # ---------------------------------------------------------------------- epochs
@@ -153,6 +153,10 @@ class Transaction:
         self.dirty: dict[int, tuple[str, str]] = {}  # instances defined or written: aid -> (dataset, array)
         self.dead: set[int] = set()  # instances deleted
         self.touched: set[str] = set()  # datasets created or changed
+        self.edits = 0  # changes a catalog shows (datasets, arrays, attributes; not data)
+        self._owned: set[str] = set()  # datasets already copied into the working metadata
+        #: chunk indexes this transaction changed without new data (re-keyed by a resize, see _resize)
+        self.overlays: dict[str, ChunkIndex] = {}
         self._meta: StoreMeta | None = None  # the working copy, made at the first change
 
     @property
@@ -162,7 +166,8 @@ class Transaction:
         return self.base.meta if m is None else m
 
     def index(self, name: str) -> ChunkIndex:
-        return self.base.index(name)
+        idx = self.overlays.get(name)
+        return self.base.index(name) if idx is None else idx
 
     @property
     def changed(self) -> bool:
@@ -175,14 +180,21 @@ class Transaction:
         return m
 
     def edit_dataset(self, name: str) -> DatasetMeta:
-        """A fresh copy of dataset ``name`` put in the working metadata (what readers hold never changes)."""
+        """Dataset ``name`` of the working metadata, ready to change.
+
+        The first edit in a transaction copies it (a snapshot's datasets never change); later
+        edits change that copy in place, which readers see as pending changes (they take
+        ``list()`` of its tables, one atomic step, never iterate them live).
+        """
         meta = self.working()
         ds = meta.datasets.get(name)
         if ds is None:
             raise KeyError(f"dataset {name!r} no longer exists (deleted)")
-        ds = ds.copy()
-        meta.datasets[name] = ds
-        self.touched.add(name)
+        if name not in self._owned:
+            ds = ds.copy()
+            meta.datasets[name] = ds
+            self._owned.add(name)
+            self.touched.add(name)
         return ds
 
 
@@ -240,6 +252,8 @@ class StoreState:
                 raise FileExistsError(f"dataset {name!r} already exists")
             meta.datasets[name] = DatasetMeta(name)
             self.txn.touched.add(name)
+            self.txn._owned.add(name)
+            self.txn.edits += 1
 
     def delete_dataset(self, name: str) -> None:
         with self.write_lock:
@@ -247,24 +261,32 @@ class StoreState:
             if not isinstance(name, str) or name not in t.meta.datasets:
                 raise KeyError(f"no dataset named {name!r}")
             ds = t.working().datasets.pop(name)
+            t._owned.discard(name)
             for a, m in ds.arrays.items():
                 self._forget(t, a, m.aid)
             t.touched.add(name)
+            t.edits += 1
 
     def _forget(self, t: Transaction, array: str, aid: int) -> None:
         t.dirty.pop(aid, None)
         t.dead.add(aid)
         t.pending.drop(array, aid)
 
-    def define_array(self, ds_name: str, name: str, make: Callable[[int], ArrayMeta]) -> None:
-        """Add array ``name`` to a dataset; ``make(aid)`` builds its schema with a new instance id."""
+    def define_arrays(self, ds_name: str, arrays: Sequence[tuple[str, Callable[[int], ArrayMeta]]]) -> None:
+        """Add arrays to a dataset, all or none; ``make(aid)`` builds each schema with a new instance id."""
         with self.write_lock:
             t = self.txn
-            if name in self.dataset(ds_name, t).arrays:
-                raise FileExistsError(f"array {name!r} is already defined in dataset {ds_name!r} (delete_array first)")
+            have = self.dataset(ds_name, t).arrays
+            names = [n for n, _ in arrays]
+            for i, n in enumerate(names):
+                if n in have or n in names[:i]:
+                    raise FileExistsError(f"array {n!r} is already defined in dataset {ds_name!r} (delete_array first)")
             ds = t.edit_dataset(ds_name)
-            m = ds.arrays[name] = make(t.working().new_id())
-            t.dirty[m.aid] = (ds_name, name)
+            meta = t.working()
+            for n, make in arrays:
+                m = ds.arrays[n] = make(meta.new_id())
+                t.dirty[m.aid] = (ds_name, n)
+            t.edits += 1
 
     def delete_array(self, ds_name: str, name: str) -> None:
         with self.write_lock:
@@ -274,10 +296,12 @@ class StoreState:
                 raise KeyError(f"array {name!r} is not defined in dataset {ds_name!r}")
             del t.edit_dataset(ds_name).arrays[name]
             self._forget(t, name, m.aid)
+            t.edits += 1
 
     def set_attribute(self, ds_name: str, key: str, value: tuple[str, Any]) -> None:
         with self.write_lock:
             self.txn.edit_dataset(ds_name).attrs[key] = value
+            self.txn.edits += 1
 
     def write(self, ds_name: str, name: str, start: Sequence[int], data: np.ndarray,
               check: Callable[[ArrayMeta], tuple[Sequence[int], np.ndarray]]) -> None:
@@ -294,6 +318,19 @@ class StoreState:
                 t.dirty[m.aid] = (ds_name, name)
                 t.touched.add(ds_name)
 
+    def resize(self, ds_name: str, name: str, plan: Callable[[ArrayMeta], tuple[Sequence[int], Any]],
+               then: Callable[[ArrayMeta, Any], None] | None = None) -> None:
+        """Resize array ``name`` of a dataset: ``plan(meta) -> (new shape, extra)`` validates first;
+        ``then(new meta, extra)`` follows under the same lock (undone with the resize if it fails)."""
+        with self.write_lock:
+            t = self.txn
+            m = self.dataset(ds_name, t).arrays.get(name)
+            if m is None:
+                raise KeyError(f"array {name!r} is not defined in dataset {ds_name!r}")
+            shape, extra = plan(m)
+            _resize.resize(t, ds_name, name, m, tuple(shape), None if then is None else (lambda nm: then(nm, extra)))
+            t.edits += 1
+
     # ---------------------------------------------------------------- commits
     def flush(self) -> bool:
         """Publish the transaction as the next snapshot; False when there was nothing to flush."""
@@ -301,7 +338,7 @@ class StoreState:
             t = self.txn
             if not t.changed and not t.pending:
                 return False
-            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, self._commit)
+            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, self._commit, reindexed=t.overlays)
             self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
             return True
 

@@ -34,13 +34,27 @@ def mask_bytes(mask: np.ndarray) -> bytes:
 
 def _merge_mask(m: ArrayMeta, had: bool, old: np.ndarray | None, src: np.ndarray, box: np.ndarray,
                 valid: np.ndarray) -> np.ndarray | None:
-    """Written-cells mask after writing ``box`` at ``src`` into a chunk (None = all valid cells written)."""
+    """Written-cells mask after writing ``box`` at ``src`` into a chunk (None = every cell written).
+
+    An edge chunk keeps its mask even when all its valid cells are written: its padding is
+    unwritten, and becomes valid if the array grows (``_resize``). A mask-less chunk loaded
+    (``had``) counts as written wherever it is valid.
+    """
     if had and old is None:
-        return None
+        if (valid == m.kchunk).all():
+            return None
+        old = edge_mask(m, valid)
     mask = np.zeros(tuple(m.kchunk.tolist()), bool) if old is None else old
     mask[tuple(slice(a, a + b) for a, b in zip(src, box))] = True
-    if mask[tuple(slice(0, v) for v in valid)].all():
+    if mask.all():
         return None
+    return mask
+
+
+def edge_mask(m: ArrayMeta, valid: np.ndarray) -> np.ndarray:
+    """The mask of a chunk whose valid cells (extent ``valid``) are all written."""
+    mask = np.zeros(tuple(m.kchunk.tolist()), bool)
+    mask[tuple(slice(0, int(v)) for v in valid)] = True
     return mask
 
 
@@ -98,6 +112,9 @@ def write(v: View, name: str, m: ArrayMeta, start: Sequence[int], data: np.ndarr
             mk = _merge_mask(m, base is not None, old, src[j], box[j], valid[j])
             if mk is not None:
                 masks[j] = mk
+    if track:  # edge chunks written whole still mark their padding unwritten
+        for j in np.flatnonzero(full & edge).tolist():
+            masks[j] = edge_mask(m, valid[j])
     bu8 = buf.view(np.uint8)
     word = _WORD[isz]
     dw = d.reshape(-1).view(word)
@@ -143,6 +160,8 @@ def _write_strings(v: View, name: str, m: ArrayMeta, ids: np.ndarray, src: np.nd
         mk = None
         if not full[j] and m.fill is None:
             mk = _merge_mask(m, chunk is not None, old, src[j], box[j], valid[j])
+        elif m.fill is None and (valid[j] != m.kchunk).any():
+            mk = edge_mask(m, valid[j])
         if chunk is None:
             chunk = np.full(shape, m.fill_storage, dtype=object)
         ss = tuple(slice(a, a + b) for a, b in zip(src[j], box[j]))

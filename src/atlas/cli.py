@@ -4,6 +4,8 @@
 
     atlas info STORE                      codec, metadata format, datasets, arrays, sizes on disk
     atlas ls STORE [DATASET]              datasets; or one dataset's arrays and attributes
+    atlas ls STORE --where EXPR           the datasets whose catalog row matches EXPR
+    atlas catalog STORE [--csv | --json]  one row per dataset: attributes, array min/max/null counts
     atlas stats STORE DATASET [ARRAY]     row/null counts, min and max of the arrays
     atlas ingest STORE GLOB... [--create] files xarray can open -> one dataset each, one flush
                                           (--workers N / --scheduler ADDRESS: in parallel processes)
@@ -23,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -195,8 +198,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     store = _open(args.store)
+    if args.where is not None and args.dataset is not None:
+        raise CliError("give either a DATASET or --where, not both")
     if args.dataset is None:
-        names = store.list_datasets()
+        names = store.list_datasets() if args.where is None else store.query(args.where)
         if args.json:
             _print_json(names)
         else:
@@ -226,6 +231,38 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for k, v in attrs.items():
         print(f"  {k} = {_fmt_value(v)}")
     return 0
+
+
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    df = store.catalog()
+    if args.where is not None:
+        df = df.loc[store.query(args.where)]
+    if args.csv:
+        df.to_csv(sys.stdout)
+    elif args.json:
+        rows = {}
+        for name, row in zip(df.index, df.itertuples(index=False, name=None)):
+            rows[name] = {c: (None if _is_na(v) else list(v) if isinstance(v, tuple)
+                              else v.isoformat() if hasattr(v, "isoformat") else v)
+                          for c, v in zip(df.columns, row)}
+        _print_json(rows)
+    else:
+        with _pandas_display():
+            print(df.to_string())
+    return 0
+
+
+def _is_na(v: Any) -> bool:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    return not isinstance(v, tuple) and bool(pd.isna(v))
+
+
+def _pandas_display() -> Any:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    return pd.option_context("display.width", 10**6, "display.max_columns", None, "display.max_rows", None)
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -274,24 +311,45 @@ def _open_for_ingest(args: argparse.Namespace) -> Any:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from .integrations import _ingest
+    from .integrations import _chunking, _ingest
 
     paths, _ = _ingest.plan(args.files, args.name_from)  # refuse bad files/names before creating a store
+    chunks = _chunking.parse_chunks(args.chunks) if args.chunks else None
+    open_kwargs: dict[str, Any] = {}
+    if args.no_decode_times:
+        open_kwargs["decode_times"] = False
+    if args.no_mask_and_scale:
+        open_kwargs["mask_and_scale"] = False
+    if args.drop_variables:
+        open_kwargs["drop_variables"] = [v.strip() for v in args.drop_variables.split(",") if v.strip()]
+    existed = os.path.exists(args.store)
     store = _open_for_ingest(args)
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    t0 = time.perf_counter()
-    if args.scheduler:
-        from distributed import Client
+    created = not existed and args.create
+    try:
+        show = sys.stderr.isatty() if args.progress is None else args.progress
+        t0 = time.perf_counter()
+        kw = dict(name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show, open_kwargs=open_kwargs,
+                  groups=args.groups, chunks=chunks, on_error="skip" if args.skip_errors else "raise")
+        if args.scheduler:
+            from distributed import Client
 
-        with Client(args.scheduler) as client:
-            store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show, client=client)
-    else:
-        store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show,
-                     workers=args.workers)
-    store.flush()
+            with Client(args.scheduler) as client:
+                added = store.ingest(paths, client=client, **kw)
+        else:
+            added = store.ingest(paths, workers=args.workers, **kw)
+        store.flush()
+    except BaseException:
+        if created:  # a failed --create leaves no store behind
+            store._state.storage.close()  # releases file handles; never flushes
+            shutil.rmtree(args.store, ignore_errors=True)
+        raise
     dt = time.perf_counter() - t0
-    print(f"ingested {len(paths)} files into {store.location} "
-          f"({len(store.list_datasets())} datasets, generation {store.generation}) in {dt:.2f} s")
+    refused = getattr(added, "refused", [])
+    for path, reason in refused:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"ingested {len(paths) - len(refused)} files into {store.location} "
+          f"({len(store.list_datasets())} datasets, generation {store.generation}) in {dt:.2f} s"
+          + (f"; skipped {len(refused)} of {len(paths)} files" if refused else ""))
     return 0
 
 
@@ -347,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="more output: -v INFO logs and tracebacks, -vv DEBUG logs")
     progress = argparse.ArgumentParser(add_help=False)
     progress.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                          help="show progress (a tqdm bar when tqdm is installed, else log lines); "
+                          help="show progress (a tqdm bar when tqdm is installed, else a plain one-line bar); "
                                "default: only when stderr is a terminal")
 
     p = argparse.ArgumentParser(
@@ -369,8 +427,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset", metavar="DATASET", nargs="?")
     s.add_argument("-a", "--all", action="store_true",
                    help="also show reserved attributes (names starting with '_', e.g. the xarray mapping's)")
+    s.add_argument("--where", metavar="EXPR", default=None,
+                   help="only the datasets whose catalog row matches EXPR (see 'atlas catalog'), e.g. "
+                        "\"platform == 'BO' and `time.min` >= '2020-06-01'\"")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_ls)
+
+    s = sub.add_parser("catalog", parents=[verbose],
+                       help="one row per dataset: attributes and each array's min, max, null and row counts",
+                       description="The table of Atlas.catalog(): built from the metadata alone, no chunk is read.")
+    s.add_argument("store", metavar="STORE")
+    s.add_argument("--where", metavar="EXPR", default=None, help="only the rows matching EXPR (as in Atlas.query)")
+    fmt = s.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    fmt.add_argument("--json", action="store_true", help="print JSON: {dataset: {column: value}}")
+    s.set_defaults(func=_cmd_catalog)
 
     s = sub.add_parser("stats", parents=[verbose], help="row/null counts, min and max of a dataset's arrays")
     s.add_argument("store", metavar="STORE")
@@ -384,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="add files xarray can open (NetCDF, ...) as datasets, one flush at the end",
         description="Open every file matching the patterns (quote them; ** recurses) with xarray in "
                     "parallel, add each as one dataset in file order, and flush once at the end. "
-                    "All or nothing: if a file fails, nothing is written.",
+                    "All or nothing: if a file fails, nothing is written (and a store made by --create "
+                    "is removed), unless --skip-errors.",
     )
     s.add_argument("store", metavar="STORE")
     s.add_argument("files", metavar="GLOB", nargs="+", help="file paths or glob patterns")
@@ -399,6 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name-from", choices=("stem", "name"), default="stem",
                    help="dataset name: the file name without (stem, default) or with (name) its extension")
     s.add_argument("--engine", default=None, help="xarray engine (default: xarray guesses)")
+    s.add_argument("--groups", choices=("root", "all"), default="root",
+                   help="root (default): the root group of each file; all: every group as its own dataset, "
+                        "named NAME.GROUP.SUBGROUP")
+    s.add_argument("--chunks", default=None, metavar="DIM=SIZE,...",
+                   help="chunk sizes, e.g. time=24,lat=-1 (-1: whole axis); other axes are split into "
+                        "chunks of about 1 MiB aligned with the file's own chunks (the default for all axes)")
+    s.add_argument("--skip-errors", action="store_true",
+                   help="skip files that cannot be opened or stored (nothing of them is added) and list them "
+                        "on stderr, instead of ingesting nothing")
+    s.add_argument("--no-decode-times", action="store_true", help="open with decode_times=False (times stay numbers)")
+    s.add_argument("--no-mask-and-scale", action="store_true",
+                   help="open with mask_and_scale=False (fills and packing stay as in the file)")
+    s.add_argument("--drop-variables", default=None, metavar="A,B", help="variables not to ingest (comma-separated)")
     par = s.add_mutually_exclusive_group()
     par.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                      help="open, encode and write the files in N worker processes (staged writes, one commit at the end)")

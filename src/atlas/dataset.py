@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from . import dtypes as D
+from . import _batch
+from ._batch import to_user
 from ._box import int_tuple, read_box, write_box
 from ._meta import ArrayMeta, DatasetMeta, validate_name
+from ._resize import shape_after_append
 
 if TYPE_CHECKING:
     from .store import Atlas
@@ -17,11 +20,6 @@ if TYPE_CHECKING:
 
 _I64 = 2**63 - 1
 
-def to_user(m: ArrayMeta, data: np.ndarray) -> np.ndarray:
-    """Storage-typed data -> what reads return (datetime64[ns] for timestamps)."""
-    if m.dtype == D.TIMESTAMP:
-        return data.view("datetime64[ns]")
-    return data
 
 
 class DatasetView:
@@ -76,37 +74,27 @@ class DatasetView:
         (``OverflowError``); unwritten cells read back as it, or as 0 / "" / NaT without one.
         Raises ``FileExistsError`` if the dataset already has an array of that name.
         """
-        validate_name(name, "array")
-        dt = D.canonical_dtype(dtype)
-        if isinstance(dims, str) or not hasattr(dims, "__len__"):
-            raise TypeError(f"dims of array {name!r} must be a sequence of str, got {dims!r}")
-        dims_t = tuple(dims)
-        for dname in dims_t:
-            if not isinstance(dname, str):
-                raise TypeError(f"dims of array {name!r} must be str, got {type(dname).__name__}: {dname!r}")
-            if not dname:
-                raise ValueError(f"dims of array {name!r} must be non-empty, got {list(dims_t)!r}")
-            D.check_unicode(dname, f"dimension name of array {name!r}")
-        if len(set(dims_t)) != len(dims_t):
-            raise ValueError(f"dims of array {name!r} repeat a name: {list(dims_t)!r}")
-        shp = int_tuple(shape, f"shape of array {name!r}")
-        if len(shp) != len(dims_t):
-            raise ValueError(f"array {name!r}: dims {list(dims_t)!r} and shape {list(shp)!r} differ in rank")
-        if chunk_shape is None:
-            chk = tuple(max(1, s) for s in shp)
-        else:
-            chk = int_tuple(chunk_shape, f"chunk_shape of array {name!r}")
-            if len(chk) != len(shp):
-                raise ValueError(f"array {name!r}: chunk_shape {list(chk)!r} and shape {list(shp)!r} differ in rank")
-            if any(c < 1 for c in chk):
-                raise ValueError(f"array {name!r}: chunk sizes must be >= 1, got {list(chk)!r}")
-        # cell and chunk ids, counts and offsets are int64 everywhere (kernels, index, stats)
-        if (any(v > _I64 for v in shp + chk) or math.prod(shp) > _I64
-                or any(-(-s // c) * c > _I64 for s, c in zip(shp, chk))):  # the chunk grid's end too
-            raise ValueError(f"array {name!r}: shape {list(shp)!r} / chunk_shape {list(chk)!r} too large: every size "
-                             f"and the number of cells must stay below 2**63")
-        fill = D.coerce_fill(dt, fill_value, name)
-        self._atlas._state.define_array(self._name, name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill))
+        self._atlas._state.define_arrays(self._name, [_schema(name, dtype, dims, shape, chunk_shape, fill_value)])
+
+    def define_arrays(self, specs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Declare several arrays at once: ``{name: {"dtype", "dims", "shape", "chunk_shape", "fill_value"}}``.
+
+        Each spec takes :meth:`define_array`'s keywords (``chunk_shape`` and ``fill_value``
+        optional). All are checked before any is defined: one bad spec defines none.
+        """
+        if not isinstance(specs, Mapping):
+            raise TypeError(f"specs must be a mapping of array name to keywords, got {type(specs).__name__}")
+        made = []
+        for name, spec in specs.items():
+            if not isinstance(spec, Mapping):
+                raise TypeError(f"spec of array {name!r} must be a mapping of define_array keywords, got {spec!r}")
+            unknown = set(spec) - {"dtype", "dims", "shape", "chunk_shape", "fill_value"}
+            if unknown or not {"dtype", "dims", "shape"} <= set(spec):
+                raise TypeError(f"spec of array {name!r} needs dtype, dims, shape (optional chunk_shape, fill_value); "
+                                f"got {sorted(spec)}")
+            made.append(_schema(name, spec["dtype"], spec["dims"], spec["shape"], spec.get("chunk_shape"),
+                                spec.get("fill_value")))
+        self._atlas._state.define_arrays(self._name, made)
 
     def array_meta(self, array: str) -> Optional[dict[str, Any]]:
         """``{"dtype", "shape", "chunk_shape", "dimension_names"}``, or None if not defined here."""
@@ -156,6 +144,61 @@ class DatasetView:
 
         self._atlas._state.write(self._name, name, start, data, check)
 
+    def write_arrays(self, data: Mapping[str, np.ndarray], start: Optional[Sequence[int]] = None) -> None:
+        """Write several arrays at once: ``{name: ndarray}``, each at ``start`` (default: the origin).
+
+        Every array and every box is checked before anything is written (one bad entry
+        writes none), and no flush can fall between two of the writes.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"data must be a mapping of array name to ndarray, got {type(data).__name__}")
+        st = self._atlas._state
+        with st.write_lock:
+            checked = []
+            for name, arr in data.items():
+                m = self._array(name)
+                a = D.to_storage(m.dtype, arr, name)
+                s = (0,) * len(m.shape) if start is None else start
+                checked.append((name, write_box(m.shape, s, a.shape, name), a))
+            for name, s, a in checked:
+                st.write(self._name, name, s, a, _checked(s, a))
+
+    def resize_array(self, name: str, shape: Sequence[int]) -> None:
+        """Give the array a new shape (same rank): grow or shrink any axis.
+
+        Cells added by growth read as the fill value (0 / "" / NaT without one) until
+        written; cells cut by a shrink are gone for good (growing again does not bring them
+        back). The chunk grid is fixed by ``chunk_shape``: growing rewrites no stored chunk
+        (shrinking rewrites only the edge chunks it cuts). ``array_meta`` reports the new
+        shape at once; ``array_stats`` counts the new cells as nulls at once after a growth
+        and is None after a shrink until the next flush (then exact again).
+        """
+        self._array(name)  # the right error for a bad name
+        shp = int_tuple(shape, f"new shape of array {name!r}")
+        self._atlas._state.resize(self._name, name, lambda m: (shp, None))
+
+    def append_array(self, name: str, data: np.ndarray, axis: int = 0) -> None:
+        """Grow the array along ``axis`` by ``data.shape[axis]`` and write ``data`` there, in one step.
+
+        ``data`` must match the array's dtype (``TypeError``) and its shape on every other
+        axis (``ValueError``); on error nothing changes.
+        """
+        self._array(name)
+
+        def plan(m: ArrayMeta) -> tuple[Sequence[int], Any]:
+            arr = D.to_storage(m.dtype, data, name)
+            shp = shape_after_append(name, m, arr.shape, axis)
+            start = [0] * len(shp)
+            ax = int(axis) % len(shp)
+            start[ax] = m.shape[ax]
+            return shp, (start, arr)
+
+        def then(m: ArrayMeta, extra: Any) -> None:
+            start, arr = extra
+            self._atlas._state.write(self._name, name, start, arr, lambda m2: (start, arr))
+
+        self._atlas._state.resize(self._name, name, plan, then)
+
     def read_array(self, name: str, start: Optional[Sequence[int]] = None,
                    shape: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:
         """Read the whole array, or the box ``start``/``shape``; None if not defined here.
@@ -175,10 +218,12 @@ class DatasetView:
 
     def read_arrays(self, names: Sequence[str], start: Optional[Sequence[int]] = None,
                     shape: Optional[Sequence[int]] = None) -> dict[str, Optional[np.ndarray]]:
-        """Read several arrays with the same ``start``/``shape``: ``{name: ndarray | None}``."""
-        if isinstance(names, str):
-            raise TypeError("names must be a sequence of array names, not a single str")
-        return {n: self.read_array(n, start, shape) for n in names}
+        """Read several arrays with the same ``start``/``shape``: ``{name: ndarray | None}``.
+
+        One request: every array is read from the same state of the store, and the reads
+        run side by side on the thread pool when they are large enough.
+        """
+        return _batch.dataset_reads(self._atlas._state, self._name, names, start, shape)
 
     # ------------------------------------------------------------------ attributes
     def set_attribute(self, key: str, value: Any, dtype: Optional[str] = None) -> None:
@@ -201,4 +246,45 @@ class DatasetView:
 
     def attributes(self) -> dict[str, Any]:
         """Every attribute: ``{name: value}``."""
-        return {k: D.attribute_value(*a) for k, a in self._ds().attrs.items()}
+        return {k: D.attribute_value(*a) for k, a in list(self._ds().attrs.items())}
+
+
+def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], chunk_shape: Optional[Sequence[int]],
+            fill_value: Any) -> tuple[str, Callable[[int], ArrayMeta]]:
+    """Check one array definition; returns its name and ``make(aid) -> ArrayMeta``."""
+    validate_name(name, "array")
+    dt = D.canonical_dtype(dtype)
+    if isinstance(dims, str) or not hasattr(dims, "__len__"):
+        raise TypeError(f"dims of array {name!r} must be a sequence of str, got {dims!r}")
+    dims_t = tuple(dims)
+    for dname in dims_t:
+        if not isinstance(dname, str):
+            raise TypeError(f"dims of array {name!r} must be str, got {type(dname).__name__}: {dname!r}")
+        if not dname:
+            raise ValueError(f"dims of array {name!r} must be non-empty, got {list(dims_t)!r}")
+        D.check_unicode(dname, f"dimension name of array {name!r}")
+    if len(set(dims_t)) != len(dims_t):
+        raise ValueError(f"dims of array {name!r} repeat a name: {list(dims_t)!r}")
+    shp = int_tuple(shape, f"shape of array {name!r}")
+    if len(shp) != len(dims_t):
+        raise ValueError(f"array {name!r}: dims {list(dims_t)!r} and shape {list(shp)!r} differ in rank")
+    if chunk_shape is None:
+        chk = tuple(max(1, s) for s in shp)
+    else:
+        chk = int_tuple(chunk_shape, f"chunk_shape of array {name!r}")
+        if len(chk) != len(shp):
+            raise ValueError(f"array {name!r}: chunk_shape {list(chk)!r} and shape {list(shp)!r} differ in rank")
+        if any(c < 1 for c in chk):
+            raise ValueError(f"array {name!r}: chunk sizes must be >= 1, got {list(chk)!r}")
+    # cell and chunk ids, counts and offsets are int64 everywhere (kernels, index, stats)
+    if (any(v > _I64 for v in shp + chk) or math.prod(shp) > _I64
+            or any(-(-s // c) * c > _I64 for s, c in zip(shp, chk))):  # the chunk grid's end too
+        raise ValueError(f"array {name!r}: shape {list(shp)!r} / chunk_shape {list(chk)!r} too large: every size "
+                         f"and the number of cells must stay below 2**63")
+    fill = D.coerce_fill(dt, fill_value, name)
+    return name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill)
+
+
+def _checked(start: Sequence[int], data: np.ndarray) -> Callable[[ArrayMeta], tuple[Sequence[int], np.ndarray]]:
+    """A write's check when it was done already."""
+    return lambda m: (start, data)

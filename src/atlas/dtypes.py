@@ -34,6 +34,10 @@ ALIASES = {
     "M8[ns]": TIMESTAMP,
     "str": STRING,
     "utf8": STRING,
+    # the reference's short names (bits, not bytes: "i8" is int8 here, unlike NumPy's "i8")
+    "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
+    "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",
+    "f32": "float32", "f64": "float64",
 }
 ARRAY_DTYPES = tuple(NUMERIC) + (TIMESTAMP, STRING)
 NAT_BITS = np.iinfo(np.int64).min
@@ -171,9 +175,12 @@ def to_storage(name: str, data: Any, array: str) -> np.ndarray:
             return _object_strings(data, array)
         raise TypeError(f"array {array!r} has dtype 'string'; got data of dtype {data.dtype} (expected str, bytes, U or S)")
     if name == TIMESTAMP:
+        if data.dtype == np.dtype(np.int64):  # ns since the epoch, as the reference takes them
+            return data
         if data.dtype != np.dtype("datetime64[ns]"):
             hint = " (convert with .astype('datetime64[ns]'))" if data.dtype.kind == "M" else ""
-            raise TypeError(f"array {array!r} has dtype {TIMESTAMP!r}; got data of dtype {data.dtype}{hint}")
+            raise TypeError(f"array {array!r} has dtype {TIMESTAMP!r}; got data of dtype {data.dtype}{hint} "
+                            "(datetime64[ns], or int64 nanoseconds since the epoch)")
         return data.view(np.int64)
     nd = NUMERIC[name]
     if data.dtype != nd:

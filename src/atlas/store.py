@@ -17,6 +17,7 @@ from ._state import StoreState, Transaction
 from ._progress import Progress, ProgressArg, check as check_progress
 from .errors import StaleStoreError
 from ._meta import META_PATH, ArrayMeta, StoreMeta, validate_name
+from . import _batch
 from .dataset import DatasetView, to_user
 from .storage import Storage, storage_for
 
@@ -36,6 +37,33 @@ def _reopen(storage: Storage, generation: int, uid: str = "") -> "Atlas":
             "(it was deleted and created again)"
         )
     return st
+
+
+_PARSED: dict[tuple[str, str], tuple[Any, StoreMeta, str, str]] = {}  # location -> (file stamp, parse)
+
+
+def _load_meta(storage: Storage) -> tuple[StoreMeta, str, str]:
+    """The committed metadata of a store, with its format and compression.
+
+    A committed state never changes, so when the metadata file is still the one this
+    process parsed last (same inode, size and modification time, on local disk), the parse
+    is reused: reopening a store costs a ``stat``, not a parse of every dataset's entry.
+    """
+    key = (type(storage).__name__, storage.location)
+    hit = _PARSED.get(key)
+    try:
+        stamp, data = storage.read_unless(META_PATH, None if hit is None else hit[0])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no atlas store at {storage.location!r} (missing {META_PATH})") from None
+    if data is None:
+        assert hit is not None
+        return hit[1], hit[2], hit[3]
+    where = f"{storage.location}/{META_PATH}"
+    obj, fmt, comp = _metaio.decode(data, where)
+    meta = StoreMeta.from_dict(obj, where)
+    if stamp is not None:
+        _PARSED[key] = (stamp, meta, fmt, comp)
+    return meta, fmt, comp
 
 
 class Atlas:
@@ -83,13 +111,7 @@ class Atlas:
     def open(cls, source: Any) -> "Atlas":
         """Open an existing store; codec and metadata format/compression are detected."""
         storage = storage_for(source, create=False)
-        try:
-            data = storage.read(META_PATH)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no atlas store at {storage.location!r} (missing {META_PATH})") from None
-        where = f"{storage.location}/{META_PATH}"
-        obj, fmt, comp = _metaio.decode(data, where)
-        return cls(storage, StoreMeta.from_dict(obj, where), fmt, comp)
+        return cls(storage, *_load_meta(storage))
 
     def _commit(self, meta: StoreMeta) -> None:
         data = _metaio.encode(meta.to_dict(self._meta_format), self._meta_format, self._meta_compression)
@@ -124,7 +146,7 @@ class Atlas:
         """Flush, then rewrite each array name's live chunks into one segment and delete the rest.
 
         Reclaims the space of deleted datasets/arrays and overwritten chunks; reads are unchanged.
-        ``progress`` (False, True for a bar or log lines, or ``fn(done, total)``) counts the array names rewritten.
+        ``progress`` (False, True for a bar, or ``fn(done, total)``) counts the array names rewritten.
         """
         check_progress(progress)
         st = self._state
@@ -167,15 +189,21 @@ class Atlas:
         return ("atlas.Atlas", type(self._storage).__name__, self._storage.location, self._state.meta.uid, self.generation)
 
     # ------------------------------------------------------------------ xarray
-    def add_xr_dataset(self, ds: Any, name: str, chunks: Optional[Any] = None) -> None:
+    def add_xr_dataset(self, ds: Any, name: str, chunks: Optional[Any] = None, append_dim: Optional[str] = None) -> None:
         """Store an ``xarray.Dataset`` as the new dataset ``name`` (never flushes).
 
         Dask-backed variables are written one block at a time. ``chunks={var: [...]}``
         overrides the on-disk chunk shape. A rejected dataset leaves nothing behind.
+
+        ``append_dim="time"``: extend the existing dataset ``name`` along that dimension
+        (created as usual if it does not exist yet). Variables with the dimension are
+        appended; the others must equal what is stored; dtypes and fill values must match;
+        a monotonic stored coordinate must be continued; a refused append (``ValueError``
+        naming the culprit) leaves the dataset as it was.
         """
         from .integrations._xarray import add_xr_dataset
 
-        add_xr_dataset(self, ds, name, chunks)
+        add_xr_dataset(self, ds, name, chunks, append_dim)
 
     def to_xarray(self, name: str, chunks: Any = "auto") -> Any:
         """The dataset ``name`` as an ``xarray.Dataset``; chunked arrays come back dask-backed
@@ -185,31 +213,43 @@ class Atlas:
         return to_xarray(self, name, chunks)
 
     def to_xarray_many(self, names: Sequence[str], concat_dim: str = "dataset", parallel: bool = True,
-                       chunks: Any = None, progress: ProgressArg = False) -> Any:
+                       chunks: Any = None, progress: ProgressArg = False, pad: bool = False) -> Any:
         """Many datasets of one schema as one ``xarray.Dataset`` with a leading ``concat_dim``.
 
         Each data variable is read with one stacked read (``(N, ...)``); coordinates and
         dataset attributes come from the first dataset; the ``concat_dim`` coordinate holds
         the dataset names. ``chunks="auto"`` returns dask-backed variables instead.
         ``parallel`` is accepted for compatibility: reads always use the shared pool.
-        ``progress`` counts the variables read (eager reads only).
+        ``progress`` counts the variables read (eager reads only). ``pad=True`` stacks
+        variables of different lengths (see :meth:`read_array_across_stacked`; eager only).
         """
         from .integrations._xarray import to_xarray_many
 
-        return to_xarray_many(self, names, concat_dim, parallel, chunks, progress)
+        return to_xarray_many(self, names, concat_dim, parallel, chunks, progress, pad)
 
     def ingest(self, files: Sequence[str], name_from: str = "stem", engine: Optional[str] = None,
-               jobs: Optional[int] = None, progress: ProgressArg = False, *, workers: Optional[int] = None,
-               client: Any = None) -> list[str]:
-        """Add every file matching ``files`` (paths or glob patterns, ``**`` recurses) as one dataset.
+               jobs: Optional[int] = None, progress: ProgressArg = False, *, open_kwargs: Optional[dict[str, Any]] = None,
+               groups: str = "root", chunks: Optional[dict[str, Any]] = None, on_error: str = "raise",
+               workers: Optional[int] = None, client: Any = None) -> list[str]:
+        """Add every file matching ``files`` (paths or glob patterns, ``**`` recurses) as datasets.
 
-        Files are opened with xarray (any format it reads; ``engine`` as in
+        Files are opened with xarray (any format it reads; ``engine`` and ``open_kwargs``
+        such as ``decode_times``, ``mask_and_scale``, ``drop_variables`` as in
         ``xarray.open_dataset``) on ``jobs`` threads (default ``min(8, cores)``; NetCDF/HDF5
         files one at a time, their C libraries not being thread-safe) and added in file order
         with :meth:`add_xr_dataset`, named after the file (``name_from="stem"`` drops the
-        extension, ``"name"`` keeps it). Never flushes. All or nothing: if a file cannot be
-        opened or stored, the datasets this call added are removed again and ``IngestError``
-        (a ``ValueError``) is raised. ``progress`` counts the files. Returns the names added.
+        extension, ``"name"`` keeps it). ``groups="all"`` adds every group of a file as its
+        own dataset, named ``{name}.{group}.{subgroup}`` (the root keeps ``{name}``);
+        ``"root"`` (the default) adds the root group and refuses a file whose root is empty
+        while it has groups. ``chunks={dim: size}`` (``-1``: the whole axis) fixes chunk
+        sizes; other axes are split so that chunks hold about 1 MiB, aligned with the file's
+        own chunks (see ``atlas.integrations._chunking``). Never flushes.
+
+        ``on_error="raise"`` (the default): all or nothing; if a file cannot be opened or
+        stored, the datasets this call added are removed again and ``IngestError`` (a
+        ``ValueError``) is raised. ``"skip"``: a bad file adds nothing and the others go on;
+        the result's ``refused`` lists ``(file, one-line reason)``. ``progress`` counts the
+        files. Returns the names added (a list, with ``.refused``).
 
         ``workers=N`` (a local pool of N processes) or ``client=`` (a ``dask.distributed``
         ``Client``): worker processes open, encode and write the files (staged writes, see
@@ -221,10 +261,11 @@ class Atlas:
         if workers is not None or client is not None:
             from .integrations._distributed import ingest_parallel
 
-            return ingest_parallel(self, files, name_from, engine, jobs, progress, workers=workers, client=client)
+            return ingest_parallel(self, files, name_from, engine, jobs, progress, workers=workers, client=client,
+                                   open_kwargs=open_kwargs, groups=groups, chunks=chunks, on_error=on_error)
         from .integrations._ingest import ingest
 
-        return ingest(self, files, name_from, engine, jobs, progress)
+        return ingest(self, files, name_from, engine, jobs, progress, open_kwargs, groups, chunks, on_error)
 
     # ------------------------------------------------------------------ staged writes
     def stage(self) -> Stage:
@@ -308,7 +349,7 @@ class Atlas:
         """Distinct array names across all datasets, in first-definition order."""
         seen: dict[str, None] = {}
         for ds in self._state.meta.datasets.values():
-            for a in ds.arrays:
+            for a in list(ds.arrays):
                 seen.setdefault(a, None)
         return list(seen)
 
@@ -316,24 +357,47 @@ class Atlas:
         """Whether a dataset of that name exists."""
         return isinstance(name, str) and name in self._state.meta.datasets
 
-    # ------------------------------------------------------------------ bulk reads
-    def _instances(self, txn: Transaction, array: str, dataset_names: Sequence[str]) -> list[Optional[ArrayMeta]]:
-        if not isinstance(array, str):
-            raise TypeError(f"array name must be a str, got {type(array).__name__}: {array!r}")
-        if isinstance(dataset_names, str):
-            raise TypeError("dataset_names must be a sequence of names, not a single str")
-        names = list(dataset_names)
-        if not names:
-            raise ValueError("dataset_names is empty")
-        out = []
-        datasets = txn.meta.datasets
-        for n in names:
-            ds = datasets.get(n) if isinstance(n, str) else None
-            if ds is None:
-                raise KeyError(f"no dataset named {n!r}")
-            out.append(ds.arrays.get(array))
-        return out
+    # ------------------------------------------------------------------ catalog
+    def catalog(self, arrays: Optional[Sequence[str]] = None, attributes: Optional[Sequence[str]] = None) -> Any:
+        """A ``pandas.DataFrame`` with one row per dataset, built from metadata alone (no chunk is read).
 
+        The index holds the dataset names in store order. Columns: each dataset attribute
+        key (``{var}.{attr}`` keys of stored xarray datasets included; typed, NA where a
+        dataset lacks it), then for each array name ``{array}.min``, ``{array}.max``,
+        ``{array}.null_count``, ``{array}.row_count`` and ``{array}.shape`` (a tuple), min
+        and max in the array's kind (timestamps ``datetime64[ns]``, strings ``str``).
+        ``arrays=`` / ``attributes=`` restrict the columns to those names (``ValueError``
+        for a name no dataset has). Statistics are those of the last flush, as
+        :meth:`DatasetView.array_stats`; attributes and array definitions include pending
+        changes. The table is cached until the next flush or edit.
+        """
+        from ._catalog import catalog
+
+        return catalog(self, arrays, attributes)
+
+    def query(self, expr: str) -> list[str]:
+        """Names of the datasets whose catalog row matches ``expr``, in store order.
+
+        ``expr`` uses ``pandas.DataFrame.query`` syntax over the columns of :meth:`catalog`
+        (dotted names in backticks), e.g. ``"platform == 'BO' and month >= 6 and
+        `time.min` >= '2020-01-01'"``; timestamps compare with ISO strings. A comparison
+        with a missing value never matches (``not`` and ``!=`` included); use
+        ``col.isna()``. Bad expressions and unknown columns raise ``ValueError`` naming them.
+        The result feeds :meth:`read_array_across_stacked` and :meth:`to_xarray_many`.
+        """
+        from ._catalog import query
+
+        return query(self, expr)
+
+    def _catalog_source(self, take: Any) -> Any:
+        """Internal, the catalog's one view of the state: ``take(key, meta)`` under the store lock,
+        ``key`` changing with every flush and every catalog-visible edit."""
+        st = self._state
+        with st.write_lock:
+            t = st.txn
+            return take((t.meta.uid, t.base.generation, id(t), t.edits), t.meta)
+
+    # ------------------------------------------------------------------ bulk reads
     def _read_into(self, txn: Transaction, array: str, metas: list[ArrayMeta], start: Any, count: Any,
                    bar: Progress) -> np.ndarray:
         """One read of ``metas`` as ``txn`` sees them; in steps of about a twentieth when progress is reported."""
@@ -348,6 +412,29 @@ class Atlas:
             bar.update(len(part))
         return out
 
+    def read_arrays_across(self, arrays: Sequence[str], dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
+                           shape: Optional[Sequence[int]] = None, stacked: bool = False) -> dict[str, Any]:
+        """Several arrays from many datasets in one request: ``{array: result}``.
+
+        With ``stacked=False`` each result is :meth:`read_array_across`'s list (None where a
+        dataset lacks the array); with ``stacked=True`` it is
+        :meth:`read_array_across_stacked`'s ``(N, *shape)`` array (same rules and errors).
+        Every read sees the same state of the store and they run side by side on the pool:
+        the loop ``{n: store.open_dataset(n).read_arrays(arrays) for n in names}`` as one call.
+        """
+        return _batch.across(self._state, arrays, dataset_names, start, shape, stacked)
+
+    def array_stats_across(self, array: str, dataset_names: Sequence[str]) -> dict[str, Any]:
+        """The statistics of ``array`` in many datasets as columns (NumPy masked arrays of length N).
+
+        ``{"row_count", "null_count", "min", "max"}``, in the order of ``dataset_names``:
+        what :meth:`DatasetView.array_stats` gives each dataset (as of the last flush), without
+        a call per dataset. Entries are masked where a dataset lacks the array or it was
+        never flushed (all four) or has no value (``min``/``max``). ``min``/``max`` have the
+        array's dtype (``datetime64[ns]`` for timestamps, object for strings).
+        """
+        return _batch.stats_across(self._state.txn, array, dataset_names)
+
     def read_array_across(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
                           shape: Optional[Sequence[int]] = None, progress: ProgressArg = False) -> list[Optional[np.ndarray]]:
         """Read the same box of ``array`` from each dataset: a list with None where it is missing.
@@ -355,8 +442,10 @@ class Atlas:
         ``progress`` counts the datasets read.
         """
         check_progress(progress)
+        if not progress:  # one request: its groups (one per dtype and box) overlap on the pool
+            return _batch.across(self._state, [array], dataset_names, start, shape, False)[array]
         txn = self._state.txn
-        metas = self._instances(txn, array, dataset_names)
+        metas = _batch.instances(txn, array, dataset_names)
         result: list[Optional[np.ndarray]] = [None] * len(metas)
         groups: dict[Any, list[int]] = {}
         for i, m in enumerate(metas):
@@ -373,38 +462,29 @@ class Atlas:
         return result
 
     def read_array_across_stacked(self, array: str, dataset_names: Sequence[str], start: Optional[Sequence[int]] = None,
-                                  shape: Optional[Sequence[int]] = None, progress: ProgressArg = False) -> np.ndarray:
+                                  shape: Optional[Sequence[int]] = None, progress: ProgressArg = False,
+                                  pad: bool = False) -> np.ndarray:
         """Read the same box of ``array`` from every dataset into one ``(N, *shape)`` array.
 
         Every dataset must define the array with one dtype (``TypeError`` otherwise) and the
         box must resolve to one shape in all of them (``ValueError``); a dataset lacking the
         array raises ``KeyError``. ``progress`` counts the datasets read.
+
+        ``pad=True`` stacks arrays of different shapes (one rank): the box defaults to the
+        largest size on each axis, and the cells beyond a dataset's shape read as the array's
+        fill value (else NaN / NaT / "" / 0). A dataset's valid length is its
+        ``array_meta(array)["shape"]``.
         """
         check_progress(progress)
         if not isinstance(dataset_names, str):
             dataset_names = list(dataset_names)  # a generator is read once
         txn = self._state.txn
-        metas = self._instances(txn, array, dataset_names)
-        m0 = None
-        box = None
-        boxes: dict[tuple[int, ...], Any] = {}
-        for n, m in zip(dataset_names, metas):
-            if m is None:
-                raise KeyError(f"dataset {n!r} has no array {array!r}")
-            b = boxes.get(m.shape)
-            if b is None:  # one check per distinct shape, not per dataset
-                b = boxes[m.shape] = read_box(m.shape, start, shape, array)
-            if m0 is None:
-                m0, box = m, b
-                continue
-            if m.dtype != m0.dtype:
-                raise TypeError(f"array {array!r} is {m.dtype} in dataset {n!r} but {m0.dtype} in {dataset_names[0]!r}")
-            if b[1] != box[1]:  # type: ignore[index]
-                raise ValueError(
-                    f"array {array!r} reads as shape {list(b[1])} in dataset {n!r} but {list(box[1])} in "  # type: ignore[index]
-                    f"{dataset_names[0]!r}; pass an explicit start/shape"
-                )
-        s, c = box  # type: ignore[misc]
+        metas = _batch.instances(txn, array, dataset_names)
+        if pad:
+            from ._padded import read_padded_across
+
+            return read_padded_across(self._state, txn, array, dataset_names, metas, start, shape, progress)
+        s, c = _batch.stacked_box(array, dataset_names, metas, start, shape)
         with Progress(progress, len(metas), "read", "dataset") as bar:
             out = self._read_into(txn, array, metas, s, c, bar)  # type: ignore[arg-type]
-        return to_user(m0, out)  # type: ignore[arg-type]
+        return to_user(metas[0], out)  # type: ignore[arg-type]

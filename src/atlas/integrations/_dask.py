@@ -64,18 +64,18 @@ def _user_dtype(am: dict[str, Any], orig: Optional[str]) -> np.dtype:
 
 
 def _read_block(store: "Atlas", ds: str, var: str, start: list[int], shape: list[int], orig: Optional[str],
-                enc: Optional[str] = None) -> np.ndarray:
+                enc: Any = None) -> np.ndarray:
     data = cast(np.ndarray, store.open_dataset(ds).read_array(var, start, shape))  # the graph was built from it
     return M.from_storage_values(data, orig, enc) if orig else data
 
 
 def _read_stack(store: "Atlas", names: list[str], var: str, start: list[int], shape: list[int], orig: Optional[str],
-                enc: Optional[str] = None) -> np.ndarray:
+                enc: Any = None) -> np.ndarray:
     data = store.read_array_across_stacked(var, names, start, shape)
     return M.from_storage_values(data, orig, enc) if orig else data
 
 
-def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Optional[str] = None,
+def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Any = None,
                blocks: Optional[Sequence[int]] = None) -> da.Array:
     """A dask array over one stored array: one task per block (default: per on-disk chunk);
     building it reads no data."""
@@ -96,7 +96,7 @@ def lazy_array(store: "Atlas", ds: str, var: str, orig: Optional[str], enc: Opti
 
 
 def lazy_stack(store: "Atlas", names: list[str], var: str, orig: Optional[str], am: dict[str, Any],
-               enc: Optional[str] = None, datasets_per_block: int = 64, blocks: Optional[Sequence[int]] = None) -> da.Array:
+               enc: Any = None, datasets_per_block: int = 64, blocks: Optional[Sequence[int]] = None) -> da.Array:
     """A dask array ``(N, ...)`` over one array of many datasets: a task per (dataset block,
     block of the array; default: its on-disk chunks)."""
     n = len(names)

@@ -48,19 +48,24 @@ def batches(paths: Sequence[str], names: Sequence[str], workers: int) -> list[Ba
 
 
 def ingest_batch(stage: _staged.Stage, batch: Batch, engine: Optional[str],
-                 options: dict[str, Any]) -> tuple[_staged.StagedResult, list[str]]:
-    """The task a worker runs: one staged writer for the batch's files; its result and the names added."""
+                 options: dict[str, Any]) -> tuple[_staged.StagedResult, _ingest.IngestResult]:
+    """The task a worker runs: one staged writer for the batch's files; its result, and the
+    names added with the files refused (``on_error="skip"``)."""
     w = stage.writer()
-    names: list[str] = []
+    out = _ingest.IngestResult()
+    out.refused = []
     for path, name in batch:
-        names += _ingest.ingest_file(w, path, name, engine, **options)
-    return w.finish(), names
+        one = _ingest.ingest_file(w, path, name, engine, **options)
+        out.extend(one)
+        out.refused.extend(one.refused)
+    return w.finish(), out
 
 
 def ingest_parallel(store: "Atlas", files: Sequence[str], name_from: str = "stem", engine: Optional[str] = None,
                     jobs: Optional[int] = None, progress: ProgressArg = False, *, workers: Optional[int] = None,
-                    client: Any = None, **options: Any) -> list[str]:
-    """``Atlas.ingest`` with ``workers=`` or ``client=``; ``options`` go unchanged to each file's ``ingest_file``."""
+                    client: Any = None, open_kwargs: Optional[dict[str, Any]] = None, groups: str = "root",
+                    chunks: Optional[dict[str, Any]] = None, on_error: str = "raise") -> _ingest.IngestResult:
+    """``Atlas.ingest`` with ``workers=`` or ``client=``; the options reach each file's ``ingest_file``."""
     check(progress)
     if workers is not None and client is not None:
         raise ValueError("pass workers= (a local process pool) or client= (dask.distributed), not both")
@@ -71,6 +76,8 @@ def ingest_parallel(store: "Atlas", files: Sequence[str], name_from: str = "stem
     if jobs is not None:
         raise ValueError("jobs= sets the reader threads of a serial ingest; with workers= or client= each worker "
                          "opens one file at a time")
+    options = {"open_kwargs": open_kwargs, "groups": groups, "on_error": on_error,
+               "fixed": _ingest.check_options(groups, on_error, open_kwargs, chunks)}
     paths, names = _ingest.plan(files, name_from)
     _ingest.refuse_taken(store, names)
     nworkers = workers if workers is not None else max(1, sum(client.nthreads().values()))
@@ -78,7 +85,7 @@ def ingest_parallel(store: "Atlas", files: Sequence[str], name_from: str = "stem
     stage = store.stage()
     log.info("ingesting %d files into %s: %d tasks on %d %s", len(paths), store.location, len(work), nworkers,
              "processes" if workers is not None else "dask threads")
-    done: dict[int, tuple[_staged.StagedResult, list[str]]] = {}
+    done: dict[int, tuple[_staged.StagedResult, _ingest.IngestResult]] = {}
     try:
         with Progress(progress, len(paths), "ingest", "file") as bar:
             run = _run_pool(stage, work, engine, options, workers) if workers is not None else \
@@ -100,11 +107,15 @@ def ingest_parallel(store: "Atlas", files: Sequence[str], name_from: str = "stem
         _staged.sweep_after_commit(stage, results)  # files of tasks that were retried
     except Exception as e:  # noqa: BLE001 - committed already; compact() reclaims orphans
         log.warning("could not delete orphan staged files (compact() reclaims them): %s", e)
-    return [n for i in range(len(work)) for n in done[i][1]]
+    added = _ingest.IngestResult(n for i in range(len(work)) for n in done[i][1])
+    added.refused = [r for i in range(len(work)) for r in done[i][1].refused]
+    for path, reason in added.refused:
+        log.warning("skipped %s: %s", path, reason)
+    return added
 
 
 def _run_pool(stage: _staged.Stage, work: list[Batch], engine: Optional[str], options: dict[str, Any],
-              workers: int) -> Generator[tuple[int, tuple[_staged.StagedResult, list[str]]], None, None]:
+              workers: int) -> Generator[tuple[int, tuple[_staged.StagedResult, _ingest.IngestResult]], None, None]:
     """Batches on a local process pool; yields ``(batch number, result)`` as they finish."""
     ex = ProcessPoolExecutor(max_workers=min(workers, len(work)), mp_context=_context())
     futs: dict[Future[Any], int] = {ex.submit(ingest_batch, stage, b, engine, options): i for i, b in enumerate(work)}
@@ -140,7 +151,7 @@ def _result(f: "Future[Any]", batch: Batch) -> Any:
 
 
 def _run_dask(stage: _staged.Stage, work: list[Batch], engine: Optional[str], options: dict[str, Any],
-              client: Any) -> Generator[tuple[int, tuple[_staged.StagedResult, list[str]]], None, None]:
+              client: Any) -> Generator[tuple[int, tuple[_staged.StagedResult, _ingest.IngestResult]], None, None]:
     """Batches as tasks of a dask.distributed client; yields ``(batch number, result)`` as they finish."""
     from distributed import as_completed
 

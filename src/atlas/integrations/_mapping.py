@@ -55,11 +55,24 @@ def storage_form(name: str, data: np.ndarray) -> tuple[str, np.dtype | None, str
     raise TypeError(f"variable {name!r}: dtype {dt} is not supported; convert it to one of {', '.join(D.ARRAY_DTYPES)}")
 
 
-def to_storage_values(data: np.ndarray, conv: np.dtype | None, name: str = "", enc: str | None = None) -> np.ndarray:
+def read_spec(vm: dict[str, Any]) -> Any:
+    """How the values of a variable (its entry in the mapping metadata) are turned back into
+    what was written: None, a byte encoding (``"latin-1"``: str cells become bytes again),
+    or ``(encoding or None, placeholder, "nan"|"none")`` when missing string cells were
+    stored as a placeholder. Hashable; passed along to :func:`from_storage_values`."""
+    enc, missing = vm.get("enc"), vm.get("missing")
+    if missing:
+        return (enc, str(missing[0]), str(missing[1]))
+    return enc
+
+
+def to_storage_values(data: np.ndarray, conv: np.dtype | None, name: str = "", enc: Any = None) -> np.ndarray:
     """Convert a numpy block of variable ``name`` to what ``write_array`` takes."""
-    if data.dtype.kind == "S" and enc:
+    if isinstance(enc, tuple):
+        enc = enc[0]
+    if data.dtype.kind in "SO" and enc:  # bytes (S, or objects that are all bytes) as str
         out = np.empty(data.shape, dtype=object)
-        out.reshape(-1)[:] = [b.decode(enc) for b in data.reshape(-1).tolist()]
+        out.reshape(-1)[:] = [b.decode(enc) if isinstance(b, bytes) else b for b in data.reshape(-1).tolist()]
         return out
     if data.dtype.kind == "m":
         return _c_order(data.astype("timedelta64[ns]").view(np.int64))
@@ -98,13 +111,25 @@ def _c_order(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else a.copy(order="C")
 
 
-def from_storage_values(data: np.ndarray, orig: str, enc: str | None = None) -> np.ndarray:
-    """Undo :func:`storage_form` on read (``enc``: how S data was turned into str)."""
+def from_storage_values(data: np.ndarray, orig: str, enc: Any = None) -> np.ndarray:
+    """Undo :func:`storage_form` on read (``enc``: a :func:`read_spec`)."""
     data = np.asarray(data)
     dt = np.dtype(orig)
+    if isinstance(enc, tuple):
+        byte_enc, ph, kind = enc
+        miss = data == ph if data.dtype.kind == "O" else np.zeros(data.shape, bool)
+        out = from_storage_values(data, orig, byte_enc)
+        if miss.any():
+            out = out.astype(object) if out.dtype.kind != "O" else out
+            out[miss] = None if kind == "none" else float("nan")
+        return out
     if dt.kind == "S":
         out = np.array([s.encode(enc or "utf-8") for s in data.reshape(-1).tolist()], dtype=dt if dt.itemsize else "S")
         return out.reshape(data.shape)
+    if dt.kind == "O" and enc:
+        out = np.empty(data.shape, dtype=object)
+        out.reshape(-1)[:] = [s.encode(enc) for s in data.reshape(-1).tolist()]
+        return out
     if dt.kind == "m":
         return data.view("timedelta64[ns]").astype(dt) if data.dtype == np.int64 else data.astype(dt)
     if dt.kind in "US":

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, cast
 import numpy as np
 import xarray as xr
 
+from . import _cf
 from . import _mapping as M
 
 if TYPE_CHECKING:
@@ -31,6 +32,23 @@ def _chunk_shape(name: str, var: xr.Variable, chunks: Any) -> tuple[int, ...]:
     return tuple(max(1, s) for s in shape)
 
 
+def stored_fill(vname: str, var: Any, dtype: str, orig: str) -> tuple[Any, Any, Any]:
+    """How a variable is stored: ``(var with missing strings marked, the marker or None, atlas fill)``.
+
+    Decoded data (NaN / NaT where the source was masked) is stored with NaN / NaT as fill,
+    whatever the source's encoded fill; otherwise the variable's own ``_FillValue``.
+    """
+    var, missing = _mark_missing(var)
+    decoded, fill = _cf.decoded_missing(var)
+    if missing is not None:
+        return var, missing, missing[0]
+    if not decoded:
+        fill = _fill_value(var)
+        if fill is not None:
+            fill = _coerce_fill_for(dtype, fill, orig, vname)
+    return var, missing, fill
+
+
 def _fill_value(var: xr.Variable) -> Any:
     fv = var.attrs.get("_FillValue", var.encoding.get("_FillValue"))
     if fv is None:
@@ -40,8 +58,17 @@ def _fill_value(var: xr.Variable) -> Any:
     return fv.item() if isinstance(fv, np.generic) else fv
 
 
-def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[Mapping[str, Any]] = None) -> None:
-    """Store ``ds`` as a new dataset ``name`` (never flushes; all-or-nothing on error)."""
+def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[Mapping[str, Any]] = None,
+                   append_dim: Optional[str] = None) -> None:
+    """Store ``ds`` as a new dataset ``name`` (never flushes; all-or-nothing on error).
+
+    With ``append_dim``, extend the existing dataset ``name`` along that dimension instead
+    (see ``_append``).
+    """
+    if append_dim is not None and store.dataset_exists(name):
+        from ._append import append_xr_dataset
+
+        return append_xr_dataset(store, ds, name, append_dim)
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"add_xr_dataset needs an xarray.Dataset, got {type(ds).__name__}")
     from .._meta import validate_name
@@ -64,24 +91,29 @@ def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[M
             if not isinstance(dim, str):
                 raise TypeError(f"variable {vname!r}: dimension name {dim!r} is not a str")
         dtype, conv, orig = M.storage_form(vname, _probe(var))
-        fill = _fill_value(var)
-        if fill is not None:
-            fill = _coerce_fill_for(dtype, fill, orig, vname)
+        var, missing, fill = stored_fill(vname, var, dtype, orig)
         attrs = {}
         for k, v in var.attrs.items():
             if k == "_FillValue":
                 continue
-            attrs[keys.key(f"{vname}.{k}")] = (str(k), *_encode_attr(v, f"attribute {k!r} of variable {vname!r}"))
-        var_meta[vname] = {"dtype": orig, "attrs": [[key, a[0]] for key, a in attrs.items()],
-                           "fill_attr": "_FillValue" in var.attrs}
-        if np.dtype(orig).kind == "S":
-            var_meta[vname]["enc"] = "latin-1"  # bytes <-> str one to one, whatever the bytes are
+            attrs[keys.key(f"{vname}.{k}")] = (str(k), *_encode_attr(_cf.repair_attr(v),
+                                                                     f"attribute {k!r} of variable {vname!r}"))
+        vm: dict[str, Any] = {"dtype": orig, "attrs": [[key, a[0]] for key, a in attrs.items()],
+                              "fill_attr": "_FillValue" in var.attrs}
+        var_meta[vname] = vm
+        vm["encoding"] = _cf.capture(var)
+        if "_FillValue" in var.attrs and isinstance(var.attrs["_FillValue"], bytes):
+            vm["fill"] = list(M.encode_attr(var.attrs["_FillValue"]))
+        if np.dtype(orig).kind == "S" or (np.dtype(orig).kind == "O" and _all_bytes(var, missing)):
+            vm["enc"] = "latin-1"  # bytes <-> str one to one, whatever the bytes are
+        if missing is not None:
+            vm["missing"] = list(missing)
         plan.append((vname, var, dtype, conv, fill, _chunk_shape(vname, var, chunks), attrs))
     ds_attrs = {}
     for k, v in ds.attrs.items():
         if not isinstance(k, str):
             raise TypeError(f"dataset attribute name {k!r} is not a str")
-        ds_attrs[keys.key(k)] = (k, *_encode_attr(v, f"dataset attribute {k!r}"))
+        ds_attrs[keys.key(k)] = (k, *_encode_attr(_cf.repair_attr(v), f"dataset attribute {k!r}"))
     view = store.create_dataset(name)
     try:
         for vname, var, dtype, conv, fill, chunk, attrs in plan:
@@ -89,7 +121,7 @@ def add_xr_dataset(store: "Atlas", ds: xr.Dataset, name: str, chunks: Optional[M
             for key, (_, v, kind) in attrs.items():
                 view._set_attr(key, v)
                 attr_kinds[key] = kind
-            _write_variable(view, vname, var, conv, var_meta[vname].get("enc"))
+            _write_variable(view, vname, var, conv, M.read_spec(var_meta[vname]))
         for key, (_, v, kind) in ds_attrs.items():
             view._set_attr(key, v)
             attr_kinds[key] = kind
@@ -124,6 +156,48 @@ def _encode_attr(v: Any, what: str) -> tuple[Any, str]:
         raise TypeError(f"{what}: {e}") from None
 
 
+def _all_bytes(var: xr.Variable, missing: Optional[tuple[str, str]]) -> bool:
+    """Whether an object variable in memory holds bytes only (they come back as bytes)."""
+    if not isinstance(var.data, np.ndarray) or not var.size:
+        return False
+    ph = missing[0] if missing else None
+    return all(isinstance(x, bytes) or (ph is not None and x == ph) for x in var.data.reshape(-1).tolist())
+
+
+def _is_missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and x != x)
+
+
+def _mark_missing(var: xr.Variable) -> tuple[xr.Variable, Optional[tuple[str, str]]]:
+    """An object (string) variable whose missing cells (NaN or None, as xarray leaves masked
+    char variables) are replaced by a placeholder string, and ``(placeholder, "nan"|"none")``.
+
+    The placeholder is the source ``_FillValue`` when it has one (no other cell equals it,
+    xarray masked those), else a string no cell holds; it becomes the atlas fill, so the
+    missing cells are the nulls of the statistics, and reads turn it back into NaN / None.
+    """
+    if var.dtype.kind != "O" or not isinstance(var.data, np.ndarray) or not var.size:
+        return var, None
+    flat = var.data.reshape(-1).tolist()
+    miss = [i for i, x in enumerate(flat) if _is_missing(x)]
+    if not miss:
+        return var, None
+    kind = "none" if flat[miss[0]] is None else "nan"
+    present = {x.decode("latin-1") if isinstance(x, bytes) else x for x in flat if not _is_missing(x)}
+    fv = var.encoding.get("_FillValue")
+    as_bytes = all(isinstance(x, bytes) for x in flat if not _is_missing(x))
+    # else a private-use character (str) or bytes that are not UTF-8 (bytes, stored as Latin-1)
+    mark = "\xfe\xff" if as_bytes else "\ue000"
+    candidates = ([fv.decode("latin-1") if isinstance(fv, bytes) else fv] if isinstance(fv, (str, bytes)) else []) \
+        + [f"{mark}{i}" for i in range(len(present) + 1)]
+    ph = next(c for c in candidates if c not in present)
+    cell: Any = ph.encode("latin-1") if as_bytes else ph
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    out[miss] = cell
+    return var.copy(data=out.reshape(var.shape)), (ph, kind)
+
+
 def _probe(var: xr.Variable) -> np.ndarray:
     """A zero-size array of the variable's dtype (no data is computed)."""
     return np.empty(0, var.dtype)
@@ -139,8 +213,10 @@ def _coerce_fill_for(dtype: str, fill: Any, orig: str, vname: str) -> Any:
     if odt.kind == "m":
         return int(np.timedelta64(fill, np.datetime_data(odt)[0])  # type: ignore[call-overload]
                    .astype("timedelta64[ns]").astype(np.int64)) if not isinstance(fill, int) else fill
+    if odt.kind in "USO" and isinstance(fill, bytes):
+        return fill.decode("latin-1")  # as the cells of an S array (its read-back is bytes again)
     if odt.kind in "US":
-        return fill.decode() if isinstance(fill, bytes) else str(fill)
+        return str(fill)
     if odt.kind == "f" and isinstance(fill, (int, float)):
         return float(fill)
     if odt.kind in "iu" and isinstance(fill, float) and float(fill).is_integer():
@@ -148,7 +224,7 @@ def _coerce_fill_for(dtype: str, fill: Any, orig: str, vname: str) -> Any:
     return fill
 
 
-def _write_variable(view: Any, vname: str, var: xr.Variable, conv: Any, enc: Optional[str]) -> None:
+def _write_variable(view: Any, vname: str, var: xr.Variable, conv: Any, enc: Any) -> None:
     data = var.data
     if hasattr(data, "blocks") and hasattr(data, "numblocks"):  # dask: one block at a time
         offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in data.chunks]
@@ -208,7 +284,7 @@ def to_xarray(store: "Atlas", name: str, chunks: Any = "auto") -> xr.Dataset:
     if isinstance(chunks, str) and chunks != "auto":
         raise ValueError(f"chunks must be None, 'auto', an int or a dict {{dim: size}}, got {chunks!r}")
 
-    def make(v: str, am: dict[str, Any], orig: Optional[str], enc: Optional[str]) -> tuple[Any, bool]:
+    def make(v: str, am: dict[str, Any], orig: Optional[str], enc: Any) -> tuple[Any, bool]:
         if chunks is None or not am["shape"]:
             lazy = False
         elif isinstance(chunks, str):  # "auto": only arrays stored in several chunks
@@ -242,14 +318,16 @@ def build_dataset(view: Any, make: Any, drop: Sequence[str] = ()) -> xr.Dataset:
             continue
         vm = meta.get("vars", {}).get(v, {})
         orig = vm.get("dtype")
-        data, lazy = make(v, am, orig, vm.get("enc"))
+        data, lazy = make(v, am, orig, M.read_spec(vm))
         attrs = dict(var_attrs.get(v, {}))
         fill = view.array_fill_value(v)
-        encoding: dict[str, Any] = {}
+        encoding: dict[str, Any] = _cf.restore(vm["encoding"]) if "encoding" in vm else {}
+        if "fill" in vm:
+            fill = M.decode_attr(*vm["fill"])
         if fill is not None:
             if vm.get("fill_attr", False):
                 attrs = {"_FillValue": _fill_back(fill, orig), **attrs}
-            else:
+            elif "encoding" not in vm:  # a store written before source encodings were kept
                 encoding["_FillValue"] = _fill_back(fill, orig)
         if list(am["chunk_shape"]) != list(am["shape"]):
             encoding["preferred_chunks"] = dict(zip(am["dimension_names"], am["chunk_shape"]))
@@ -271,8 +349,12 @@ def _fill_back(fill: Any, orig: Optional[str]) -> Any:
 
 
 def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "dataset", parallel: bool = True,
-                   chunks: Any = None, progress: Any = False) -> xr.Dataset:
+                   chunks: Any = None, progress: Any = False, pad: bool = False) -> xr.Dataset:
     """Stack many datasets of one schema: each data variable gets a leading ``concat_dim``.
+
+    ``pad=True`` (eager reads only) stacks variables whose lengths differ: see
+    ``read_array_across_stacked(pad=True)``; each coordinate then comes from the dataset
+    where it is longest.
 
     Coordinates and dataset attributes come from the first dataset; the ``concat_dim``
     coordinate holds the dataset names. ``chunks=None`` reads eagerly with one stacked read
@@ -292,6 +374,8 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
     names = list(names)
     if not names:
         raise ValueError("names is empty")
+    if pad and chunks is not None:
+        raise ValueError("pad=True reads eagerly: pass chunks=None")
     for n in names:
         if not store.dataset_exists(n):
             raise KeyError(f"no dataset named {n!r}")
@@ -303,10 +387,10 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
                          "choose another name")
     metas = [meta] + [_layout(store.open_dataset(n))[2] for n in names[1:]]
 
-    def common(v: str) -> tuple[Optional[str], Optional[str]]:
+    def common(v: str) -> tuple[Optional[str], Any]:
         """The dtype every dataset's variable ``v`` reads back as, and its byte encoding."""
         origs = {m.get("vars", {}).get(v, {}).get("dtype") for m in metas}
-        encs = {m.get("vars", {}).get(v, {}).get("enc") for m in metas}
+        encs = {M.read_spec(m.get("vars", {}).get(v, {})) for m in metas}
         if None in origs:
             return None, None
         try:
@@ -327,9 +411,9 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
             orig = meta.get("vars", {}).get(v, {}).get("dtype")
             data: Any
             if v in coords:
-                data = first.read_array(v)
+                data = (_longest(store, names, v) if pad else first).read_array(v)
                 if orig:
-                    data = M.from_storage_values(data, orig, meta.get("vars", {}).get(v, {}).get("enc"))
+                    data = M.from_storage_values(data, orig, M.read_spec(meta.get("vars", {}).get(v, {})))
                 coord_vars[v] = xr.Variable(am["dimension_names"], data, var_attrs.get(v, {}))
                 continue
             orig, enc = common(v)
@@ -346,10 +430,17 @@ def to_xarray_many(store: "Atlas", names: Sequence[str], concat_dim: str = "data
                 blocks = block_shape(spec, am["dimension_names"], am["shape"], am["chunk_shape"])
                 data = lazy_stack(store, names, v, orig, am, enc, lead, blocks)
             else:
-                data = store.read_array_across_stacked(v, names)
+                data = store.read_array_across_stacked(v, names, pad=pad)
                 if orig:
                     data = M.from_storage_values(data, orig, enc)
             variables[v] = xr.Variable([concat_dim, *am["dimension_names"]], data, var_attrs.get(v, {}))
             bar.update()
     coord_vars[concat_dim] = xr.Variable([concat_dim], np.asarray(names, dtype=object))
     return xr.Dataset(variables, coords=coord_vars, attrs=ds_attrs)
+
+
+def _longest(store: "Atlas", names: Sequence[str], v: str) -> Any:
+    """The view of the dataset (first of equals) whose array ``v`` has the most cells."""
+    from ._append import longest
+
+    return longest(store, names, v)

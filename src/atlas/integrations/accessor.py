@@ -12,11 +12,12 @@ if TYPE_CHECKING:
 
 @xr.register_dataset_accessor("atlas")
 class AtlasAccessor:
-    """``ds.atlas.write(store, name, chunks=None)``: the same as ``store.add_xr_dataset(ds, name, chunks)``."""
+    """``ds.atlas.write(store, name, chunks=None, append_dim=None)``: ``store.add_xr_dataset(ds, name, ...)``."""
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
-    def write(self, store: "Atlas", name: str, chunks: Optional[Mapping[str, Any]] = None) -> None:
-        """Append this dataset to ``store`` as ``name`` (does not flush)."""
-        store.add_xr_dataset(self._ds, name, chunks=chunks)
+    def write(self, store: "Atlas", name: str, chunks: Optional[Mapping[str, Any]] = None,
+              append_dim: Optional[str] = None) -> None:
+        """Add this dataset to ``store`` as ``name``, or extend ``name`` along ``append_dim`` (does not flush)."""
+        store.add_xr_dataset(self._ds, name, chunks=chunks, append_dim=append_dim)

@@ -17,7 +17,7 @@ class AtlasBackendArray(BackendArray):
     """Lazy view of one stored array; picklable (holds the store, which pickles as its location)."""
 
     def __init__(self, store: Any, dataset: str, array: str, shape: tuple[int, ...], dtype: np.dtype, orig: Optional[str],
-                 enc: Optional[str] = None) -> None:
+                 enc: Any = None) -> None:
         self.store = store
         self.dataset = dataset
         self.array = array
@@ -59,16 +59,27 @@ class AtlasBackendArray(BackendArray):
 
 
 class AtlasBackendEntrypoint(BackendEntrypoint):
-    """Open one dataset of an atlas store with ``engine="atlas"``; ``group`` names the dataset."""
+    """Open one dataset of an atlas store with ``engine="atlas"``; ``group`` names the dataset.
+
+    The decoding keywords have xarray's meaning. Left unset (or True), variables come back
+    as stored, lazily; any of them set otherwise re-encodes the variables that have a CF
+    encoding (loading them) and decodes them with xarray's decoders, as xarray would
+    open the source file with those keywords. ``chunks`` is handled by xarray (the on-disk
+    chunks are each variable's ``preferred_chunks``).
+    """
 
     description = "Open a dataset of an atlas store (many datasets of one schema in one store)"
     url = "https://github.com/atlas-python/atlas"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "mask_and_scale", "decode_times",
+                               "decode_timedelta", "use_cftime", "concat_characters", "decode_coords")
 
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: Optional[Iterable[str]] = None,
-                     group: Optional[str] = None) -> Any:
+                     group: Optional[str] = None, mask_and_scale: Any = None, decode_times: Any = None,
+                     decode_timedelta: Any = None, use_cftime: Any = None, concat_characters: Any = None,
+                     decode_coords: Any = None) -> Any:
         import atlas
 
+        from . import _cf
         from ._xarray import build_dataset
 
         store = filename_or_obj if isinstance(filename_or_obj, atlas.Atlas) else atlas.Atlas.open(filename_or_obj)
@@ -77,16 +88,26 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
             if len(names) != 1:
                 raise ValueError(f"the store holds {len(names)} datasets; pass group=<dataset name> (one of {names[:10]!r})")
             group = names[0]
+        if not store.dataset_exists(group):
+            raise KeyError(f"no dataset named {group!r} in the store at {store._storage.location!r}")
         view = store.open_dataset(group)
+        if isinstance(drop_variables, str):
+            drop_variables = [drop_variables]
+        drop = tuple(drop_variables or ())
 
-        def make(v: str, am: dict[str, Any], orig: Optional[str], enc: Optional[str]) -> tuple[Any, bool]:
+        def make(v: str, am: dict[str, Any], orig: Optional[str], enc: Any) -> tuple[Any, bool]:
             from .. import dtypes as D
 
             dt = np.dtype(orig) if orig else D.user_dtype(am["dtype"])
             arr = AtlasBackendArray(store, group, v, tuple(am["shape"]), dt, orig, enc)
             return indexing.LazilyIndexedArray(arr), False
 
-        ds = build_dataset(view, make, drop=tuple(drop_variables or ()))
+        ds = build_dataset(view, make, drop=drop)
+        decoders = {"mask_and_scale": mask_and_scale, "decode_times": decode_times,
+                    "decode_timedelta": decode_timedelta, "use_cftime": use_cftime,
+                    "concat_characters": concat_characters, "decode_coords": decode_coords}
+        if _cf.wants_redecode(decoders):
+            ds = _cf.redecode(ds, decoders, drop)
         ds.set_close(store._state.storage.close)  # releases cached file handles; never flushes
         return ds
 

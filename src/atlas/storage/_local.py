@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 from ._base import Buffer, Storage
 
@@ -63,6 +63,24 @@ class LocalStorage(Storage):
             data = f.read()
             self._stamps[path] = _stamp(os.fstat(f.fileno()))
             return data
+
+    def stamp(self, path: str) -> Hashable | None:
+        try:
+            return _stamp(os.stat(self._abs(path)))
+        except OSError:
+            return None
+
+    def read_unless(self, path: str, stamp: Hashable | None) -> tuple[Hashable | None, Buffer | None]:
+        if stamp is not None:
+            try:
+                now = _stamp(os.stat(self._abs(path)))
+            except FileNotFoundError:
+                now = None
+            if now is not None and now == stamp:  # the same file (inode, size, mtime): the caller's parse stands
+                self._stamps[path] = now
+                return now, None
+        data = self.read(path)
+        return self._stamps[path], data
 
     def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
         fd = self._fd(path)
@@ -153,7 +171,7 @@ class LocalStorage(Storage):
                 _fsync_path(*j)
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(self._abs(path))
+        return os.path.isfile(self._abs(path))  # a folder is not a file (object stores have none)
 
     def delete(self, path: str) -> None:
         with self._lock:
@@ -171,6 +189,8 @@ class LocalStorage(Storage):
         for dirpath, _, files in os.walk(base):
             rel = os.path.relpath(dirpath, self.root)
             for f in files:
+                if rel == "." and f == LOCK_NAME:  # the writers' lock is bookkeeping, never a file of the store
+                    continue
                 p = f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
                 out.append(p)
         return sorted(out)

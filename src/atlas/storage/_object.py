@@ -8,12 +8,14 @@ where the backend supports it, so a second writer is detected instead of overwri
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import ConcurrentWriteError
+from ..errors import ConcurrentWriteError, CorruptStoreError
 from ._base import Buffer, Storage
 
 try:
@@ -23,6 +25,9 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "object stores need obstore: pip install \"atlas-python[cloud]\""
     ) from e
+
+
+_PROCESS_LOCK = threading.Lock()
 
 
 def default_io_concurrency() -> int:
@@ -57,14 +62,43 @@ class ObjectStorage(Storage):
         return memoryview(res.bytes())
 
     def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
-        if not len(starts):
-            return []
-        if len(starts) == 1:
-            return [memoryview(obstore.get_range(self.store, path, start=int(starts[0]), end=int(ends[0])))]
-        # atlas already merged ranges closer than its own gap; obstore must not merge the rest
-        # (its 1 MiB default would turn a sparse stacked read into one download of the segment)
-        return [memoryview(b) for b in obstore.get_ranges(self.store, path, starts=[int(s) for s in starts], ends=[int(e) for e in ends],
-                                       coalesce=0)]
+        spans = [(int(a), int(b)) for a, b in zip(starts, ends)]
+        want = [k for k, (lo, hi) in enumerate(spans) if hi > lo]  # obstore refuses empty ranges: they are b""
+        out: list[Buffer] = [b""] * len(spans)
+        if not want:
+            return out
+        try:
+            if len(want) == 1:
+                lo, hi = spans[want[0]]
+                got = [obstore.get_range(self.store, path, start=lo, end=hi)]
+            else:
+                # atlas already merged ranges closer than its own gap; obstore must not merge the rest
+                # (its 1 MiB default would turn a sparse stacked read into one download of the segment)
+                got = obstore.get_ranges(self.store, path, starts=[spans[k][0] for k in want],
+                                         ends=[spans[k][1] for k in want], coalesce=0)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # a range starting past the end: tell a damaged index from a failing store
+            size = self._size_or_none(path)
+            bad = [spans[k] for k in want if size is not None and spans[k][1] > size]
+            if bad:
+                raise self._truncated(path, *bad[0]) from err
+            raise
+        for k, b in zip(want, got):
+            lo, hi = spans[k]
+            if len(b) != hi - lo:  # obstore clips a range that ends past the object's end
+                raise self._truncated(path, lo, hi)
+            out[k] = memoryview(b)
+        return out
+
+    def _truncated(self, path: str, start: int, end: int) -> CorruptStoreError:
+        return CorruptStoreError(f"{self.location}/{path}: truncated (wanted bytes {start}..{end}, file ends early)")
+
+    def _size_or_none(self, path: str) -> int | None:
+        try:
+            return int(obstore.head(self.store, path)["size"])
+        except Exception:  # noqa: BLE001 - the caller re-raises the original error
+            return None
 
     def write(self, path: str, data: Buffer | Iterable[Buffer]) -> None:
         self._check_writable(path)
@@ -89,7 +123,9 @@ class ObjectStorage(Storage):
         payload = bytes(data)
         try:
             if path not in self._etags:
-                res = obstore.put(self.store, path, payload, mode="create")
+                # atomic on every backend; on a LocalStore also under the lock local-disk handles of the folder hold
+                with self._writer_lock() if self._local_root() is not None else contextlib.nullcontext():
+                    res = obstore.put(self.store, path, payload, mode="create")
             else:
                 res = self._update(path, payload, self._etags.get(path))
         except (AlreadyExistsError, PreconditionError, ConcurrentWriteError) as e:
@@ -138,13 +174,31 @@ class ObjectStorage(Storage):
                 return obstore.put(self.store, path, data, mode={"e_tag": etag})
             except NotImplementedError:
                 pass
-        # backends without conditional updates: compare the ETag just before writing (best effort)
-        now = obstore.head(self.store, path).get("e_tag")
-        if now != etag:
-            raise ConcurrentWriteError(
-                f"{self.location}/{path} was changed by another writer since this store was opened; reopen it and retry"
-            )
-        return obstore.put(self.store, path, data)
+        # backends without conditional updates (obstore's LocalStore): compare the ETag and write
+        # under the writers' lock, so that the check and the write are one step for every writer
+        with self._writer_lock():
+            now = obstore.head(self.store, path).get("e_tag")
+            if now != etag:
+                raise ConcurrentWriteError(
+                    f"{self.location}/{path} was changed by another writer since this store was opened; "
+                    "reopen it and retry (the pending changes are kept)"
+                )
+            return obstore.put(self.store, path, data)
+
+    def _local_root(self) -> str | None:
+        """The folder of a ``LocalStore`` with a prefix (None for every other store)."""
+        prefix = getattr(self.store, "prefix", None) if type(self.store).__name__ == "LocalStore" else None
+        return os.fspath(prefix) if prefix is not None else None
+
+    def _writer_lock(self) -> Any:
+        """The lock local-disk stores take to commit (``atlas.lock`` in the root folder, shared with
+        :class:`~atlas.storage.LocalStorage` on the same folder); a process-wide lock elsewhere."""
+        root = self._local_root()
+        if root is None:
+            return _PROCESS_LOCK
+        from ._local import LOCK_NAME, _Flock
+
+        return _Flock(os.path.join(root, LOCK_NAME))
 
     def _check_writable(self, path: str) -> None:
         if not self.writable:
@@ -170,6 +224,10 @@ class ObjectStorage(Storage):
         out: list[str] = []
         for batch in obstore.list(self.store, prefix=prefix or None):
             out.extend(m["path"] for m in batch)
+        if not prefix and self._local_root() is not None:
+            from ._local import LOCK_NAME
+
+            out = [p for p in out if p != LOCK_NAME]  # the writers' lock is bookkeeping, never a file of the store
         return sorted(out)
 
     def size_of(self, paths: Sequence[str]) -> int:

@@ -1,0 +1,164 @@
+"""Batched calls equal the loops they replace: read_arrays_across, array_stats_across,
+DatasetView.read_arrays / define_arrays / write_arrays; and their reads overlap on the pool."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import atlas
+from atlas import _read
+
+DTYPES = {"a": ("float32", float("nan")), "b": ("int16", -1), "t": ("timestamp_nanoseconds", None), "s": ("string", "")}
+
+
+def _data(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if name == "a":
+        return rng.random(shape).astype(np.float32)
+    if name == "b":
+        return rng.integers(-5, 50, shape).astype(np.int16)
+    if name == "t":
+        return rng.integers(0, 10**12, shape).astype("datetime64[ns]")
+    return np.asarray(rng.choice(["x", "yy", "zzz"], size=shape), dtype=object)
+
+
+def _build(path, seed: int, n: int, flush_every: int) -> tuple[atlas.Atlas, list[str]]:
+    rng = np.random.default_rng(seed)
+    store = atlas.Atlas.create(path)
+    names = []
+    for i in range(n):
+        d = store.create_dataset(f"d{i}")
+        names.append(d.name)
+        rows = int(rng.integers(4, 12))
+        arrays = [a for a in DTYPES if rng.random() < 0.8]
+        d.define_arrays({a: dict(dtype=DTYPES[a][0], dims=["r", "c"], shape=[rows, 6],
+                                 chunk_shape=[int(rng.integers(1, 5)), 3], fill_value=DTYPES[a][1]) for a in arrays})
+        if arrays and rng.random() < 0.9:  # some arrays stay unwritten (fill values)
+            d.write_arrays({a: _data(a, (rows - 1, 6), rng) for a in arrays}, start=[1, 0])
+        if i % flush_every == flush_every - 1:
+            store.flush()
+    return store, names
+
+
+def _same(x, y) -> None:
+    assert (x is None) == (y is None)
+    if x is not None:
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 12), flush_every=st.integers(1, 5),
+       box=st.sampled_from([(None, None), ([0, 0], [3, 6]), ([1, 2], [2, 3])]))
+def test_batched_reads_equal_the_loops(tmp_path_factory, seed, n, flush_every, box):
+    store, names = _build(tmp_path_factory.mktemp("b") / "s", seed, n, flush_every)  # some flushed, some pending
+    start, shape = box
+    arrays = list(DTYPES) + ["missing"]
+    got = store.read_arrays_across(arrays, names, start, shape)
+    for a in arrays:
+        want = [store.open_dataset(n).read_array(a, start, shape) if store.open_dataset(n).array_meta(a) else None
+                for n in names]
+        assert len(got[a]) == len(names)
+        for x, y in zip(got[a], want):
+            _same(x, y)
+    for n_ in names:
+        ds = store.open_dataset(n_)
+        both = ds.read_arrays(arrays, start, shape)
+        assert list(both) == arrays
+        for a in arrays:
+            _same(both[a], ds.read_array(a, start, shape))
+    # stacked: same rules as read_array_across_stacked, same results or the same error
+    with_all = [n_ for n_ in names if all(store.open_dataset(n_).array_meta(a) for a in DTYPES)]
+    if with_all:
+        sbox = ([0, 0], [3, 6])
+        got = store.read_arrays_across(list(DTYPES), with_all, *sbox, stacked=True)
+        for a in DTYPES:
+            _same(got[a], store.read_array_across_stacked(a, with_all, *sbox))
+    if len(names) > 1 and len(with_all) < len(names):
+        with pytest.raises(KeyError, match="has no array"):
+            store.read_arrays_across(list(DTYPES), names, [0, 0], [3, 6], stacked=True)
+
+
+def test_stats_across_equal_array_stats(tmp_path):
+    store, names = _build(tmp_path / "s", 7, 14, 3)
+    store.create_dataset("pending").define_array("a", "float32", ["r", "c"], [2, 6])  # never flushed: masked
+    names.append("pending")
+    for a in DTYPES:
+        cols = store.array_stats_across(a, names)
+        for i, n_ in enumerate(names):
+            want = store.open_dataset(n_).array_stats(a)
+            if want is None:
+                assert cols["row_count"].mask[i] and cols["min"].mask[i]
+                continue
+            assert cols["row_count"][i] == want["row_count"] and cols["null_count"][i] == want["null_count"]
+            if want["min"] is None:
+                assert cols["min"].mask[i] and cols["max"].mask[i]
+            else:
+                assert cols["min"][i] == want["min"] and cols["max"][i] == want["max"]
+        if a == "t":
+            assert cols["min"].dtype == np.dtype("datetime64[ns]")
+    with pytest.raises(KeyError, match="nope"):
+        store.array_stats_across("a", ["nope"])
+
+
+def test_define_and_write_arrays_are_all_or_nothing(tmp_path):
+    store = atlas.Atlas.create(tmp_path / "s")
+    d = store.create_dataset("d")
+    d.define_arrays({"x": dict(dtype="int8", dims=["t"], shape=[4])})
+    with pytest.raises(FileExistsError, match="'x'"):
+        d.define_arrays({"y": dict(dtype="int8", dims=["t"], shape=[4]), "x": dict(dtype="int8", dims=["t"], shape=[4])})
+    with pytest.raises(ValueError, match="'z'"):
+        d.define_arrays({"y": dict(dtype="int8", dims=["t"], shape=[4]), "z": dict(dtype="int8", dims=["t"], shape=[4, 4])})
+    with pytest.raises(TypeError, match="'w'"):
+        d.define_arrays({"w": dict(dtype="int8", shape=[4])})
+    assert d.list_arrays() == ["x"]
+    d.define_arrays({"y": dict(dtype="float64", dims=["t"], shape=[4], fill_value=0.5)})
+    with pytest.raises(TypeError, match="'y'"):
+        d.write_arrays({"x": np.ones(4, np.int8), "y": np.ones(4, np.float32)})  # wrong dtype for y
+    with pytest.raises(ValueError, match="'x'"):
+        d.write_arrays({"y": np.ones(4), "x": np.ones(5, np.int8)})  # does not fit
+    np.testing.assert_array_equal(d.read_array("x"), np.zeros(4, np.int8))  # nothing was written
+    np.testing.assert_array_equal(d.read_array("y"), np.full(4, 0.5))
+    d.write_arrays({"x": np.ones(2, np.int8), "y": np.arange(2.0)}, start=[2])
+    store.flush()
+    back = atlas.Atlas.open(tmp_path / "s").open_dataset("d")
+    np.testing.assert_array_equal(back.read_array("x"), [0, 0, 1, 1])
+    np.testing.assert_array_equal(back.read_array("y"), [0.5, 0.5, 0.0, 1.0])
+
+
+def test_batched_reads_overlap_on_the_pool(tmp_path, monkeypatch):
+    """Big enough parts of one batch run on several pool threads at once."""
+    monkeypatch.setattr(atlas._executor, "_size", 2)
+    store = atlas.Atlas.create(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    arrays = [f"v{k}" for k in range(4)]
+    for i in range(4):
+        d = store.create_dataset(f"d{i}")
+        for a in arrays:
+            d.define_array(a, "float64", ["x"], [2**16], [2**13])
+            d.write_array(a, [0], rng.random(2**16))
+    store.flush()
+    names = store.list_datasets()
+    seen: set[str] = set()
+    real = _read.read
+    barrier = threading.Barrier(2, timeout=10)
+
+    def spy(view, name, *a, **k):
+        seen.add(threading.current_thread().name)
+        try:
+            barrier.wait()  # two reads of the batch must be running at the same moment
+        except threading.BrokenBarrierError:
+            pass
+        return real(view, name, *a, **k)
+
+    monkeypatch.setattr(_read, "read", spy)
+    got = store.read_arrays_across(arrays, names, stacked=True)
+    assert not barrier.broken, "the reads of one batch did not run concurrently"
+    assert len(seen) >= 2 and all(t.startswith("atlas") for t in seen), seen
+    monkeypatch.setattr(_read, "read", real)
+    for a in arrays:
+        np.testing.assert_array_equal(got[a], store.read_array_across_stacked(a, names))

@@ -1,0 +1,365 @@
+"""The state model under threads: one handle shared by writers, flushers, compactors and readers.
+
+Each race of issue #12 has a stress test here, bounded in time (loops stop after a few
+seconds, whatever the machine's speed, but only after a minimum number of rounds), plus the
+memory bound of the write buffer (measured in a subprocess) and the warning for a handle
+dropped with pending changes.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import atlas
+
+SECONDS = 3.0  # each stress loop runs about this long
+
+
+def _until(t_end: float, rounds: int, done: int) -> bool:
+    """Go on while time remains, or until a minimum number of rounds was reached."""
+    return time.monotonic() < t_end or done < rounds
+
+
+def _run(threads: list[threading.Thread], timeout: float = 120) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "a thread hangs"
+
+
+def test_writes_racing_flushes_are_never_lost(tmp_path):
+    store = atlas.Atlas.create(tmp_path / "s")
+    ds = store.create_dataset("d")
+    n = 3000
+    ds.define_array("v", "int32", ["x"], [n], [50], fill_value=-1)
+    store.flush()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        try:
+            for i in range(n):
+                ds.write_array("v", [i], np.asarray([i], np.int32))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            stop.set()
+
+    flushes = [0]
+
+    def flusher() -> None:
+        try:
+            while not stop.is_set():
+                store.flush()
+                flushes[0] += 1
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    _run([threading.Thread(target=writer), threading.Thread(target=flusher)])
+    assert not errors, errors
+    store.flush()
+    assert flushes[0] > 5, "the flusher never raced the writer"
+    back = atlas.Atlas.open(tmp_path / "s").open_dataset("d")
+    got = back.read_array("v")
+    lost = np.flatnonzero(got != np.arange(n))
+    assert lost.size == 0, f"{lost.size} writes lost, first at {lost[:5]}"
+    assert back.array_stats("v")["null_count"] == 0
+
+
+def test_reads_never_see_older_data_than_finished_writes(tmp_path):
+    """A read started after a write returned sees it, whatever flushes run meanwhile."""
+    store = atlas.Atlas.create(tmp_path / "s")
+    n = 400
+    ds = store.create_dataset("d")
+    ds.define_array("v", "float64", ["x"], [n], [16], fill_value=float("nan"))
+    ds.define_array("whole", "float64", ["x"], [8])
+    done = [-1]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    t_end = time.monotonic() + SECONDS
+
+    def writer() -> None:
+        try:
+            r = 0
+            while _until(t_end, 2, r):
+                for i in range(n):
+                    ds.write_array("v", [i], np.asarray([r * n + i], np.float64))
+                    done[0] = r * n + i
+                r += 1
+                store.open_dataset("d").write_array("whole", [0], np.full(8, float(r)))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            stop.set()
+
+    def flusher() -> None:
+        try:
+            while not stop.is_set():
+                store.flush()
+                time.sleep(0.001)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    checks = [0]
+
+    def reader() -> None:
+        try:
+            view = store.open_dataset("d")
+            while not stop.is_set():
+                d = done[0]
+                got = view.read_array("v")
+                if d >= 0:  # every cell written by a finished write reads at least that value
+                    r, i = divmod(d, n)
+                    want = np.where(np.arange(n) <= i, r * n + np.arange(n), (r - 1) * n + np.arange(n))
+                    ok = got >= want if r else (got[:i + 1] >= want[:i + 1])
+                    assert np.all(ok), f"stale read after write {d}"
+                w = store.read_array_across_stacked("whole", ["d"])
+                assert not np.isnan(w).any()
+                checks[0] += 1
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    _run([threading.Thread(target=writer), threading.Thread(target=flusher)]
+         + [threading.Thread(target=reader) for _ in range(3)])
+    assert not errors, errors[0]
+    assert checks[0] > 20
+
+
+def test_reads_on_the_compacting_handle_never_fail(tmp_path):
+    store = atlas.Atlas.create(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    ref = {}
+    for i in range(20):
+        d = store.create_dataset(f"d{i}")
+        d.define_array("v", "float32", ["x", "y"], [32, 32], [8, 8])
+        ref[f"d{i}"] = rng.random((32, 32), dtype=np.float32)
+        d.write_array("v", [0, 0], ref[f"d{i}"])
+    store.flush()
+    names = list(ref)
+    want = np.stack([ref[n] for n in names])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    t_end = time.monotonic() + SECONDS
+    compactions = [0]
+
+    def compactor() -> None:
+        try:
+            k = 0
+            while _until(t_end, 10, k):
+                # garbage to reclaim: rewrite one dataset's values with the same values
+                store.open_dataset(names[k % len(names)]).write_array("v", [0, 0], ref[names[k % len(names)]])
+                store.compact()
+                k += 1
+            compactions[0] = k
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            stop.set()
+
+    reads = [0]
+
+    def reader() -> None:
+        try:
+            fresh = atlas.Atlas.open(tmp_path / "s")  # a second handle of this process, reading too
+            while not stop.is_set():
+                np.testing.assert_array_equal(store.read_array_across_stacked("v", names), want)
+                np.testing.assert_array_equal(store.open_dataset("d3").read_array("v", [4, 4], [9, 9]), ref["d3"][4:13, 4:13])
+                reads[0] += 1
+            assert fresh.list_datasets() == names
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    _run([threading.Thread(target=compactor)] + [threading.Thread(target=reader) for _ in range(2)])
+    assert not errors, errors[0]
+    assert compactions[0] >= 10 and reads[0] > 10
+    # nothing leaks: once no read runs, only the live segments remain
+    gc.collect()
+    segs = [f for _, _, fs in os.walk(tmp_path / "s" / "arrays") for f in fs]
+    assert len(segs) == 1, segs
+    assert atlas.Atlas.open(tmp_path / "s").verify() == []
+
+
+def test_compaction_waits_for_a_running_read(tmp_path):
+    """A read that holds an older state keeps its files until it ends; then they go."""
+    from atlas import _read
+
+    store = atlas.Atlas.create(tmp_path / "s")
+    d = store.create_dataset("d")
+    d.define_array("v", "float64", ["x"], [1000], [100])
+    d.write_array("v", [0], np.arange(1000.0))
+    store.flush()
+    d.write_array("v", [0], np.arange(1000.0) + 1)
+    store.flush()
+    entered, release = threading.Event(), threading.Event()
+    real = _read.read
+    out: list[np.ndarray] = []
+
+    def slow_read(view, name, *a, **k):
+        entered.set()
+        release.wait(30)
+        return real(view, name, *a, **k)
+
+    def reader() -> None:
+        out.append(d.read_array("v"))
+
+    _read.read = slow_read  # type: ignore[assignment]
+    try:
+        t = threading.Thread(target=reader)
+        t.start()
+        assert entered.wait(30)
+        _read.read = real  # type: ignore[assignment]
+        before = sorted(f for _, _, fs in os.walk(tmp_path / "s" / "arrays") for f in fs)
+        store.compact()
+        during = sorted(f for _, _, fs in os.walk(tmp_path / "s" / "arrays") for f in fs)
+        assert set(before) <= set(during), "files deleted under a running read"
+        release.set()
+        t.join(30)
+    finally:
+        _read.read = real  # type: ignore[assignment]
+        release.set()
+    np.testing.assert_array_equal(out[0], np.arange(1000.0) + 1)
+    gc.collect()
+    after = [f for _, _, fs in os.walk(tmp_path / "s" / "arrays") for f in fs]
+    assert len(after) == 1, after
+
+
+def test_writers_of_one_chunk_from_eight_threads_lose_no_row(tmp_path):
+    store = atlas.Atlas.create(tmp_path / "s")
+    rows, cols = 64, 32
+    t_end = time.monotonic() + SECONDS
+    trials = 0
+    while _until(t_end, 5, trials):
+        d = store.create_dataset(f"t{trials}")
+        d.define_array("v", "float64", ["r", "c"], [rows, cols], [rows, cols], fill_value=-1.0)
+
+        def write(k: int, d=d) -> None:
+            for r in range(k, rows, 8):
+                d.write_array("v", [r, 0], np.full((1, cols), float(r)))
+
+        _run([threading.Thread(target=write, args=(k,)) for k in range(8)])
+        got = d.read_array("v")
+        missing = np.flatnonzero((got != np.arange(rows)[:, None]).any(1))
+        assert missing.size == 0, f"trial {trials}: rows {missing.tolist()} lost"
+        trials += 1
+    store.flush()
+    back = atlas.Atlas.open(tmp_path / "s")
+    for i in range(trials):
+        np.testing.assert_array_equal(back.open_dataset(f"t{i}").read_array("v")[:, 0], np.arange(rows))
+
+
+_MEMORY_SCRIPT = r"""
+import gc, json, os, sys
+import numpy as np
+import psutil
+import atlas
+
+mode, path = sys.argv[1], sys.argv[2]
+proc = psutil.Process()
+peak = [0]
+
+def sample():
+    peak[0] = max(peak[0], proc.memory_info().rss)
+
+store = atlas.Atlas.create(path)
+d = store.create_dataset("d")
+rng = np.random.default_rng(0)
+# warm up: compile the kernels and touch the code paths before the baseline
+d.define_array("w", "float64", ["r", "c"], [4, 8], [2, 8])
+d.write_array("w", [1, 0], rng.random((1, 8)))
+gc.collect()
+base = proc.memory_info().rss
+with store:
+    if mode == "rewrite":  # one 64 KiB chunk rewritten 4,000 times
+        d.define_array("v", "float64", ["c"], [8192])
+        for i in range(4000):
+            d.write_array("v", [0], rng.random(8192))
+            if i % 50 == 0:
+                sample()
+    elif mode == "rows":  # a 256 MiB array written row by row (1 MiB chunks of 16 rows)
+        n, m = 4096, 8192
+        d.define_array("v", "float64", ["r", "c"], [n, m], [16, m])
+        for r in range(n):
+            d.write_array("v", [r, 0], rng.random((1, m)))
+            if r % 64 == 0:
+                sample()
+    sample()
+    pend = store._state.txn.pending
+    info = {"growth": peak[0] - base, "mem": pend.mem, "spill_end": pend._file.end if pend._file else 0,
+            "live_spill": pend.live_spill}
+sample()
+back = atlas.Atlas.open(path).open_dataset("d")
+info["ok"] = bool(np.isfinite(back.read_array("v")).all())
+print(json.dumps(info))
+"""
+
+
+@pytest.mark.parametrize("mode", ["rewrite", "rows"])
+def test_pending_memory_is_bounded_under_rewrites(tmp_path, mode):
+    pytest.importorskip("psutil")
+    budget = 16 * 2**20
+    env = dict(os.environ, ATLAS_PENDING_BUDGET=str(budget))
+    r = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, mode, str(tmp_path / "s")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["ok"]
+    # the budget plus a few 1 MiB chunks (the one being rewritten, its decoded copy, the compressor's)
+    assert info["growth"] < budget + 24 * 2**20, info
+    assert info["mem"] <= budget
+    # the spill file keeps no more garbage than the budget plus what is live
+    assert info["spill_end"] <= 2 * (budget + info["live_spill"]) + 2**20, info
+
+
+def test_dropping_a_handle_with_pending_changes_warns(tmp_path):
+    store = atlas.Atlas.create(tmp_path / "s")
+    d = store.create_dataset("a")
+    d.define_array("v", "int8", ["x"], [4])
+    d.write_array("v", [0], np.zeros(4, np.int8))
+    store.create_dataset("b")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del store, d
+        gc.collect()
+    msgs = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert len(msgs) == 1 and "2 dataset(s) and 1 array(s) abandoned" in msgs[0], msgs
+    # a flushed handle, or one that changed nothing, says nothing
+    s2 = atlas.Atlas.open(tmp_path / "s")
+    s2.list_datasets()
+    with atlas.Atlas.open(tmp_path / "s") as s3:
+        s3.create_dataset("c")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del s2, s3
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_snapshots_are_never_changed_by_later_edits(tmp_path):
+    """What a reader took (metadata and stats) stays as it was while the handle moves on."""
+    store = atlas.Atlas.create(tmp_path / "s")
+    d = store.create_dataset("a")
+    d.define_array("v", "int32", ["x"], [10], fill_value=0)
+    d.write_array("v", [0], np.arange(10, dtype=np.int32))
+    d.set_attribute("k", 1)
+    store.flush()
+    before = store._state.txn
+    snap_ds = before.base.meta.datasets["a"]
+    arrays, attrs, stats = dict(snap_ds.arrays), dict(snap_ds.attrs), snap_ds.arrays["v"].stats
+    d.set_attribute("k", 2)
+    d.define_array("w", "int8", ["x"], [3])
+    d.write_array("v", [0], np.full(10, 5, np.int32))
+    store.flush()
+    assert snap_ds.arrays == arrays and snap_ds.attrs == attrs and snap_ds.arrays["v"].stats == stats
+    assert store.generation == before.base.generation + 1
+    assert d.get_attribute("k") == 2 and d.array_stats("v")["min"] == 5
