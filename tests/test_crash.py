@@ -38,6 +38,8 @@ PLAN_SRC = r'''
 import numpy as np
 
 COMPACT_EVERY = 9   # compact() after the flush of rounds r % COMPACT_EVERY == 4
+TAG_EVERY = 3       # tag the version of rounds r % TAG_EVERY == 0 as "r<r>" (kept for 4 tags)
+KEEP_VERSIONS = 3   # expire(keep_last=...) before each compact
 KEEP = 10           # datasets older than this many rounds are deleted
 
 
@@ -128,6 +130,21 @@ def plan(r, exists):
     return ops
 
 
+def version_ops(a, r, mark):
+    """After round r's flush: tag it every TAG_EVERY rounds (dropping an old tag), expire before a compact."""
+    if r % TAG_EVERY == 0:
+        mark(f"tagging {r}")
+        a.tag(f"r{r}")
+        old = f"r{r - 4 * TAG_EVERY}"
+        if old in a.tags():
+            a.delete_tag(old)
+        mark(f"tagged {r}")
+    if r % COMPACT_EVERY == 4:
+        mark(f"expiring {r}")
+        a.expire(keep_last=KEEP_VERSIONS)
+        mark(f"expired {r}")
+
+
 def apply_to_atlas(a, ops):
     for op in ops:
         kind = op[0]
@@ -214,14 +231,15 @@ sys.path.insert(0, here)
 mode, store, progress, scratch = sys.argv[1:5]
 
 import atlas
-from crash_plan import COMPACT_EVERY, apply_to_atlas, plan
+from crash_plan import COMPACT_EVERY, apply_to_atlas, plan, version_ops
 
 
 def one_round(a, r, mark):
     apply_to_atlas(a, plan(r, a.dataset_exists))
     mark(f"flushing {r}")
-    a.flush()
+    a.flush(message=f"round {r}")
     mark(f"flushed {r}")
+    version_ops(a, r, mark)
     if r % COMPACT_EVERY == 4:
         mark(f"compacting {r}")
         a.compact()
@@ -346,9 +364,9 @@ def _expected_stats(spec: tuple, data: np.ndarray, written: np.ndarray) -> tuple
     return null, min(vals.tolist()), max(vals.tolist())
 
 
-def check_store(path: Path, model: Model, where: str) -> None:
-    """The store at ``path`` holds exactly ``model``'s state (byte-for-byte array contents)."""
-    a = atlas.Atlas.open(str(path))
+def check_store(path: Path, model: Model, where: str, handle: Any = None) -> None:
+    """The store at ``path`` (or the open ``handle``) holds exactly ``model``'s state (byte-for-byte array contents)."""
+    a = handle if handle is not None else atlas.Atlas.open(str(path))
     assert a.list_datasets() == list(model.datasets), where
     for dname, dexp in model.datasets.items():
         ds = a.open_dataset(dname)
@@ -377,6 +395,29 @@ def check_store(path: Path, model: Model, where: str) -> None:
             assert (st["row_count"], st["null_count"]) == (exp.size, null), f"{ctx}: stats {st}"
             assert st["min"] == mn and st["max"] == mx, f"{ctx}: stats {st} != {(null, mn, mx)}"
     assert a.verify() == [], f"{where}: verify()"
+
+
+def check_versions(open_store: Callable[..., Any], plan: Callable[..., list], where: str) -> int:
+    """Every retained version opens and verifies; a flushed round's version holds that round, and
+    each tag ``r<r>`` exactly the model's state after round r. Returns how many versions were checked."""
+    a = open_store()
+    tags = a.tags()
+    n = 0
+    for h in a.history():
+        v = open_store(version=h["version"])
+        assert v.verify() == [], f"{where}: version {h['version']} does not verify: {v.verify()}"
+        m = h["message"] or ""
+        if m.startswith("round "):
+            assert v.open_dataset("state").get_attribute("round") == int(m.split()[1]), f"{where}: version {h}"
+        n += 1
+    for name in tags:
+        t = open_store(tag=name)
+        assert t.verify() == [], f"{where}: tag {name} does not verify"
+        model = Model(plan)
+        model.advance_to(int(name[1:]))
+        check_store(Path("-"), model, f"{where}: tag {name}", handle=t)
+        n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- the driver
@@ -476,7 +517,8 @@ def run_crash_trials(tmp_path: Path, kills: int, seed: int, min_mid_flush: int, 
     committed = -1  # highest round known to be in the store
     lo, hi = 0.03, 1.0  # kill delay after "ready", seconds
     stats: dict[str, Any] = {"kills": 0, "fresh": 0, "flushing": 0, "compacting": 0, "between": 0, "building": 0,
-                             "rounds": 0, "no_progress": 0, "post_rename": 0}
+                             "tagging": 0, "expiring": 0, "rounds": 0, "no_progress": 0, "post_rename": 0,
+                             "versions_checked": 0}
     t0 = time.monotonic()
     writers = _Writers(tmp_path, child, store, progress)
     try:
@@ -514,7 +556,9 @@ def run_crash_trials(tmp_path: Path, kills: int, seed: int, min_mid_flush: int, 
                 stats["flushing"] += 1
             elif last == "compacting":
                 stats["compacting"] += 1
-            elif last in ("flushed", "compacted"):
+            elif last in ("tagging", "expiring"):
+                stats[last] += 1
+            elif last in ("flushed", "compacted", "tagged", "expired"):
                 stats["between"] += 1  # flush returned, progress not yet written
             else:
                 stats["building"] += 1  # "ready"/"done": building the next round in memory
@@ -532,6 +576,8 @@ def run_crash_trials(tmp_path: Path, kills: int, seed: int, min_mid_flush: int, 
             stats["rounds"] += got - committed
             model.advance_to(got)
             check_store(store, model, f"{where}, round {got}")
+            stats["versions_checked"] += check_versions(
+                lambda **kw: atlas.Atlas.open(str(store), **kw), plan_ns["plan"], where)
             committed = got
             # keep kills landing inside flushes: if too few did so far, aim earlier
             if trial == 10 and stats["flushing"] + stats["compacting"] < 3:
@@ -549,6 +595,7 @@ def run_crash_trials(tmp_path: Path, kills: int, seed: int, min_mid_flush: int, 
     del a
     model.advance_to(committed + 1)
     check_store(store, model, "after the final compact")
+    check_versions(lambda **kw: atlas.Atlas.open(str(store), **kw), plan_ns["plan"], "after the final compact")
     stats["seconds"] = round(time.monotonic() - t0, 1)
     print(f"\ncrash trials: {stats}")
     mid = stats["flushing"] + stats["compacting"]

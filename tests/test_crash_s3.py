@@ -34,7 +34,8 @@ obstore = pytest.importorskip("obstore", reason="obstore is not installed (pip i
 
 import atlas  # noqa: E402
 import test_crash  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-relative "prepend" import mode)
-from test_crash import FORK_SERVER_SRC, PLAN_SRC, Model, _load_plan, _read_lines, _Writers, check_store  # noqa: E402
+from test_crash import (FORK_SERVER_SRC, PLAN_SRC, Model, _load_plan, _read_lines, _Writers, check_store,  # noqa: E402
+                        check_versions)
 
 # --------------------------------------------------------------------------- the child
 # The protocol of test_crash's child ("fresh" or fork "server"; run/reap lines), so that
@@ -51,7 +52,7 @@ mode, base, progress, scratch = sys.argv[1:5]
 import atlas
 import obstore  # imported before any fork; its runtime starts on first use, in each writer
 from obstore.store import S3Store
-from crash_plan import COMPACT_EVERY, apply_to_atlas, plan
+from crash_plan import COMPACT_EVERY, apply_to_atlas, plan, version_ops
 
 ENDPOINT = os.environ["ATLAS_CRASH_S3_ENDPOINT"]
 BUCKET = os.environ["ATLAS_CRASH_S3_BUCKET"]
@@ -68,8 +69,9 @@ def one_round(a, r, mark):
     apply_to_atlas(a, plan(r, a.dataset_exists))
     mark(f"flushing {r}")
     t = time.monotonic()
-    a.flush()
+    a.flush(message=f"round {r}")
     mark(f"flushed {r} {time.monotonic() - t:.4f}")
+    version_ops(a, r, mark)
     if r % COMPACT_EVERY == 4:
         mark(f"compacting {r}")
         t = time.monotonic()
@@ -209,6 +211,7 @@ class _Tracked:
 
     def __init__(self, sid: str, plan: Any, progress: Path) -> None:
         self.sid = sid
+        self.plan = plan
         self.model = Model(plan)
         self.committed = -2
         self.progress = progress
@@ -274,6 +277,7 @@ def run_s3_crash_trials(tmp_path: Path, moto_server, activity: MotoActivity, buc
     # how long these calls took so far (the children report it): aimed kills land within them
     took: dict[str, list[float]] = {"flushed": [], "compacted": [], "created": []}
     stats: dict[str, Any] = {"kills": 0, "fresh": 0, "creating": 0, "flushing": 0, "compacting": 0, "between": 0,
+                             "tagging": 0, "expiring": 0, "versions_checked": 0,
                              "building": 0, "opening": 0, "rounds": 0, "post_commit": 0, "stores_created": 0,
                              "late_requests": 0,
                              "aimed": {"random": 0, "flush": 0, "compact": 0, "create": 0}}
@@ -325,7 +329,9 @@ def run_s3_crash_trials(tmp_path: Path, moto_server, activity: MotoActivity, buc
             last = lines[-1].split()[0]
             if last in ("flushing", "compacting", "creating"):
                 stats[last] += 1
-            elif last in ("flushed", "compacted", "created"):
+            elif last in ("tagging", "expiring"):
+                stats[last] += 1
+            elif last in ("flushed", "compacted", "created", "tagged", "expired"):
                 stats["between"] += 1  # the call returned, its progress record not yet written
             elif last in ("store", "ready"):
                 stats["opening"] += 1  # building the S3Store / reading the metadata
@@ -352,6 +358,8 @@ def run_s3_crash_trials(tmp_path: Path, moto_server, activity: MotoActivity, buc
             else:
                 st.model.advance_to(got)
                 check_s3_store(source(st.sid), st.model, f"{where}, round {got}")
+                stats["versions_checked"] += check_versions(
+                    lambda _s=source(st.sid), **kw: atlas.Atlas.open(_s(), **kw), st.plan, where)
             st.committed = got
             markers.unlink()
             if log.exists():
@@ -363,6 +371,10 @@ def run_s3_crash_trials(tmp_path: Path, moto_server, activity: MotoActivity, buc
     a = atlas.Atlas.open(source("main")())
     plan_ns["apply_to_atlas"](a, plan_ns["plan"](main.committed + 1, a.dataset_exists))
     a.flush()
+    check_versions(lambda **kw: atlas.Atlas.open(source("main")(), **kw), main.plan, "before the final compact")
+    for t in a.tags():
+        a.delete_tag(t)
+    a.expire(keep_last=1)
     a.compact()
     names = a.list_arrays()
     del a
@@ -370,7 +382,9 @@ def run_s3_crash_trials(tmp_path: Path, moto_server, activity: MotoActivity, buc
     check_s3_store(source("main"), main.model, "after the final compact")
     objs = _objects(source("main")())
     segs = [o for o in objs if o.startswith("arrays/")]
-    assert set(objs) == {"atlas.meta", *segs} and len(segs) == len(names), f"after the final compact: {objs}"
+    vers = [o for o in objs if o.startswith("versions/")]
+    assert set(objs) == {"atlas.meta", *segs, *vers} and len(segs) == len(names), f"after the final compact: {objs}"
+    assert len(vers) == 1, f"after the final compact: {objs}"  # the one version kept
     stats["seconds"] = round(time.monotonic() - t0, 1)
     stats["main_rounds"] = main.committed + 1
     print(f"\nS3 crash trials: {stats}")

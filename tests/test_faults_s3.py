@@ -217,11 +217,13 @@ def _objects(store: S3Store) -> list[str]:
 
 
 def _assert_compacted(f: S3Faults, prefix: str) -> None:
-    """After a compact: the metadata and one segment per array name, nothing else."""
+    """After a compact (of a store with one version kept): the metadata, the file of that version
+    and one segment per array name, nothing else."""
     objs = _objects(f.clean(prefix))
     segs = [o for o in objs if o.startswith("arrays/")]
+    vers = [o for o in objs if o.startswith("versions/")]
     names = atlas.Atlas.open(f.clean(prefix)).list_arrays()
-    assert set(objs) == {"atlas.meta", *segs} and len(segs) == len(names), objs
+    assert set(objs) == {"atlas.meta", *segs, *vers} and len(segs) == len(names) and len(vers) == 1, objs
 
 
 # ============================================================================ scenarios
@@ -315,6 +317,7 @@ class CompactScenario(Scenario):
         s.delete_dataset("d1")
         s.open_dataset("d2").write_array("v", [0], np.full(20, 7, np.float32))
         s.flush()
+        s.expire(keep_last=1)  # versions are kept until expired: only then is there garbage
         self.want = self.reference()
         self.store = atlas.Atlas.open(f.faulty(self.prefix, retries))
 
@@ -689,3 +692,61 @@ def test_injector_can_fail(faults):
     # a fault on a request the call never sends is reported as not injected
     with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
         inject(faults, FlushScenario, "head", 99, "http500")
+
+
+# ============================================================================ versions
+def _versioned(f: S3Faults, prefix: str) -> atlas.Atlas:
+    s = atlas.Atlas.create(f.clean(prefix))
+    for i in range(4):
+        _fill(s, f"r{i}-", 2)
+        s.flush(message=f"round {i}")
+    return s
+
+
+@pytest.mark.parametrize("action", ["http500", "reset", "reset_after", "timeout_after"])
+def test_tag_put_fault_leaves_one_tag_or_none_and_a_retry_settles_it(faults, action):
+    """A tag is one conditional PUT: a failure before it landed leaves no tag; a lost reply of one
+    that landed is recognised (the bytes read back are this call's) and is no concurrent tag."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    _versioned(faults, prefix)
+    s = atlas.Atlas.open(faults.faulty(prefix))
+    faults.arm("put_create", 1, action)
+    try:
+        s.tag("t", version=2)
+        ok = True
+    except (GenericError, OSError):
+        ok = False
+    finally:
+        faults.disarm()
+    assert len(faults.injected) == 1
+    tags = atlas.Atlas.open(faults.clean(prefix)).tags()
+    if ok:
+        assert tags == {"t": 2}
+    else:
+        assert tags in ({}, {"t": 2})
+        if not tags:
+            s.tag("t", version=2)
+    assert atlas.Atlas.open(faults.clean(prefix)).tags() == {"t": 2}
+    assert atlas.Atlas.open(faults.clean(prefix), tag="t").verify() == []
+
+
+@pytest.mark.parametrize("op,k", [("put_if_match", 1), ("delete", 1), ("delete", 2)])
+def test_expire_fault_keeps_every_retained_version_and_compact_cleans_up(faults, op, k):
+    """A failed expiry commit changes nothing; a failed delete of an expired version's file leaves
+    an orphan file that the next compact removes. Every retained version verifies throughout."""
+    prefix = f"e-{uuid.uuid4().hex[:8]}"
+    _versioned(faults, prefix)
+    s = atlas.Atlas.open(faults.faulty(prefix))
+    faults.arm(op, k, "http500")
+    with pytest.raises((GenericError, OSError)):
+        s.expire(keep_last=1)
+    faults.disarm()
+    clean = atlas.Atlas.open(faults.clean(prefix))
+    kept = [h["version"] for h in clean.history()]
+    assert kept == ([1, 2, 3, 4] if op == "put_if_match" else [4])
+    for v in kept:
+        assert atlas.Atlas.open(faults.clean(prefix), version=v).verify() == []
+    s.expire(keep_last=1)
+    s.compact()
+    _assert_compacted(faults, prefix)
+    assert atlas.Atlas.open(faults.clean(prefix), version=4).verify() == []

@@ -273,14 +273,14 @@ class TestConformance:
 
     def test_flush_writes_one_object_per_array_name_and_nothing_before(self, backend):
         st = Atlas.create(backend.source())
-        assert set(backend.objects()) == {"atlas.meta"}
+        assert {p for p in backend.objects() if not p.startswith("versions/")} == {"atlas.meta"}
         for k in range(2):
             ds = st.create_dataset(f"d{k}")
             ds.define_array("a", "float32", ["x"], [100], [10])
             ds.write_array("a", [0], np.arange(100, dtype=np.float32) + k)
             ds.define_array("b", "string", ["x"], [4], [2])
             ds.write_array("b", [0], np.array(["p", "q", "r", str(k)], dtype=object))
-        assert set(backend.objects()) == {"atlas.meta"}  # nothing reaches storage before flush
+        assert {p for p in backend.objects() if not p.startswith("versions/")} == {"atlas.meta"}  # nothing reaches storage before flush
         assert Atlas.open(backend.source()).list_datasets() == []
         st.flush()
         segs1 = set(backend.objects(prefix="arrays"))
@@ -316,6 +316,8 @@ class TestConformance:
         st.open_dataset("d1").delete_array("v")
         st.flush()
         assert backend.objects(prefix="arrays") == objs  # deletes free nothing before compact
+        st.expire(keep_last=1)  # nor while the versions before them are kept
+        assert backend.objects(prefix="arrays") == objs
         st.compact()
         after = backend.objects(prefix="arrays")
         assert len(after) == 2  # one segment per array name
@@ -329,7 +331,9 @@ class TestConformance:
                         assert ds.read_array("v") is None
                     else:
                         assert_same(ds.read_array(arr), data[(k, arr)])
-        assert set(backend.objects()) == {"atlas.meta", *after}
+        objs = set(backend.objects())
+        assert len([p for p in objs if p.startswith("versions/")]) == 1  # the one version kept
+        assert {p for p in objs if not p.startswith("versions/")} == {"atlas.meta", *after}
 
     def test_bulk_reads(self, backend):
         expect = new_filled_store(backend, n=4)
@@ -444,7 +448,7 @@ def test_second_writer_is_detected_and_keeps_its_pending_changes(writer_backend)
     # the store holds exactly the first writer's state (the loser's segment is unreferenced garbage)
     now = b.objects()
     assert now["atlas.meta"] == first_state["atlas.meta"]
-    assert set(now) - set(first_state) <= {p for p in now if p.startswith("arrays/")}
+    assert set(now) - set(first_state) <= {p for p in now if p.startswith(("arrays/", "versions/"))}
     fresh = Atlas.open(b.source())
     assert fresh.list_datasets() == ["base", "from_first"]
     assert fresh.open_dataset("base").get_attribute("by") == "first"
@@ -454,6 +458,7 @@ def test_second_writer_is_detected_and_keeps_its_pending_changes(writer_backend)
     # the winner keeps writing; compaction drops the loser's orphan segment
     first.open_dataset("from_first").write_array("a", [0], np.array([5], np.int32))
     first.flush()
+    first.expire(keep_last=1)
     first.compact()
     assert len(b.objects(prefix="arrays")) == 1
     again = Atlas.open(b.source())
@@ -502,7 +507,9 @@ def test_s3_flush_is_one_upload_per_segment_then_metadata_last(moto_server, s3_s
     moto_server.log.clear()
     st.flush()
     writes = [(m, urllib.parse.urlsplit(t).path) for m, t, _ in moto_server.log.requests() if m in ("PUT", "POST", "DELETE")]
-    assert writes == [("PUT", f"/{s3_bucket}/atlas/store/atlas.meta")], writes
+    assert [m for m, _ in writes] == ["PUT", "PUT"], writes  # the version's file, then the metadata
+    assert writes[0][1].startswith(f"/{s3_bucket}/atlas/store/versions/")
+    assert writes[1][1] == f"/{s3_bucket}/atlas/store/atlas.meta"
 
 
 def test_s3_store_at_bucket_root(moto_server, s3_bucket):
@@ -515,9 +522,10 @@ def test_s3_store_at_bucket_root(moto_server, s3_bucket):
             st.flush()
         st.delete_dataset("d0")
     st = Atlas.open(moto_server.s3_store(s3_bucket))
+    st.expire(keep_last=1)
     st.compact()
     root = moto_server.s3_store(s3_bucket)
-    paths = sorted(m["path"] for batch in obstore.list(root) for m in batch)
+    paths = sorted(m["path"] for batch in obstore.list(root) for m in batch if not m["path"].startswith("versions/"))
     assert paths[-1] == "atlas.meta" and len(paths) == 2 and paths[0].startswith("arrays/")
     re_ = Atlas.open(moto_server.s3_store(s3_bucket))
     assert re_.list_datasets() == ["d1", "d2"]

@@ -15,7 +15,8 @@ from ._staged import Stage, StagedResult, StagedWriter
 from ._version import __version__
 from ._versions import show_versions
 from .dataset import DatasetView
-from .errors import AtlasError, ConcurrentWriteError, CorruptStoreError, IngestError, StaleStoreError, StoreFormatError
+from .errors import (AtlasError, ConcurrentWriteError, CorruptStoreError, IngestError, ReadOnlyError, StaleStoreError,
+                     StoreFormatError, VersionNotFoundError)
 from .store import Atlas
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -70,6 +71,8 @@ __all__ = [
     "IngestError",
     "StaleStoreError",
     "StoreFormatError",
+    "ReadOnlyError",
+    "VersionNotFoundError",
     "num_threads",
     "set_num_threads",
     "show_versions",

@@ -183,9 +183,12 @@ def compact(v: View, meta: StoreMeta, commit: Commit,
             tick: Callable[[], None] = lambda: None) -> tuple[StoreMeta, dict[str, ChunkIndex], list[str]]:
     """Rewrite every array name's live chunks of snapshot ``v`` into one fresh segment; commit.
 
-    Returns the new metadata, the new indexes and the files no longer needed by the new
-    state (the caller deletes them once no reader of an older state needs them).
-    ``tick()`` is called after each array name is rewritten (progress reporting).
+    An array name whose index is one segment of live chunks only is left as it is (nothing
+    to gain); when no name needs a rewrite, nothing is committed and ``meta`` is returned.
+    Returns the new metadata, the new indexes and the files of ``arrays/`` no longer needed
+    by the new state (the caller keeps those older retained versions need, and deletes the
+    rest once no reader of an older state needs them).
+    ``tick()`` is called after each array name (progress reporting).
     """
     fr = v.frames
     live = live_aids(meta)
@@ -196,7 +199,9 @@ def compact(v: View, meta: StoreMeta, commit: Commit,
     for name, phys in meta.physical.items():
         idx = v.index(name)
         rows = np.flatnonzero(np.isin(idx.chunks["aid"], live.get(name, np.empty(0, np.int64))))
-        if rows.size == 0:
+        if len(idx.segments) <= 1 and rows.size == len(idx):
+            new_idx[name] = idx  # already compact
+        elif rows.size == 0:
             new_idx[name] = ChunkIndex()
             new.physical[name] = Physical(phys.dir, None)
         else:
@@ -206,8 +211,11 @@ def compact(v: View, meta: StoreMeta, commit: Commit,
         tick()
     fr.storage.barrier()
     before = fr.storage.list("arrays")
-    commit(new)
-    keep = {p.index.segment for p in new.physical.values() if p.index}
+    if new.physical == meta.physical:
+        new = meta  # nothing rewritten: no new version
+    else:
+        commit(new)
+    keep = {s for i in new_idx.values() for s in i.segments}
     return new, new_idx, [p for p in before if p not in keep]
 
 

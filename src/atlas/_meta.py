@@ -391,6 +391,13 @@ class Physical:
         return cls(folder, IndexLocation(seg, off, ln, raw, crc))
 
 
+def _history_record(h: Any) -> bool:
+    """A well-formed record of the version log (``atlas._history`` writes them)."""
+    return (isinstance(h, dict) and type(h.get("v")) is int and h["v"] >= 0 and isinstance(h.get("k"), str)
+            and isinstance(h.get("t"), str) and isinstance(h.get("f"), dict)
+            and all(type(h.get(c)) is int for c in "acd"))
+
+
 def _inside(path: str, prefix: str) -> bool:
     """``path`` is a relative path below ``prefix`` with no ``.``/``..``/empty parts."""
     return path.startswith(prefix) and all(p not in ("", ".", "..") for p in path.split("/")) and "\\" not in path
@@ -420,6 +427,8 @@ class StoreMeta:
     generation: int = 0
     #: identifies this store for ever (a store re-created at the same path gets a new one)
     uid: str = ""
+    #: the version log: one record per retained version, oldest first (see ``atlas._history``)
+    history: tuple[dict[str, Any], ...] = ()
     _schema_index: dict[Any, int] = field(default_factory=dict, repr=False)
 
     def new_id(self) -> int:
@@ -440,7 +449,7 @@ class StoreMeta:
         """
         return StoreMeta(codec=self.codec, datasets=self.datasets.copy(), physical=dict(self.physical),
                          next_id=self.next_id, generation=self.generation, uid=self.uid,
-                         _schema_index=self._schema_index)
+                         history=self.history, _schema_index=self._schema_index)
 
     def schema_number(self, a: ArrayMeta) -> int:
         """The number of ``a``'s schema in the schema table (added if new)."""
@@ -470,6 +479,7 @@ class StoreMeta:
             "schemas": [a.schema_dict() for a in table],
             "datasets": datasets,
             "physical": {k: p.to_dict() for k, p in self.physical.items()},
+            "history": list(self.history),
         }
 
     @classmethod
@@ -505,7 +515,10 @@ class StoreMeta:
             next_id, generation = d["next_id"], d["generation"]
             if type(next_id) is not int or type(generation) is not int or next_id < 1 or generation < 0:
                 raise ValueError(f"bad next_id/generation {next_id!r}/{generation!r}")
+            history = d.get("history") or []
+            if not isinstance(history, list) or not all(_history_record(h) for h in history):
+                raise ValueError("bad version log")
             return cls(codec=codec, datasets=ds, physical=physical, next_id=next_id, generation=generation,
-                       uid=str(d.get("uid", "")))
+                       uid=str(d.get("uid", "")), history=tuple(history))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
             raise CorruptStoreError(f"{where}: metadata is malformed: {e!r}") from e

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import _commit, _read, _resize, _write
+from . import _commit, _history, _read, _resize, _write
 from ._frames import FrameReader
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._pending import PendingStore
@@ -206,7 +206,8 @@ class StoreState:
     ``write_lock`` throughout and change what readers see under ``lock``.
     """
 
-    def __init__(self, storage: Storage, meta: StoreMeta, commit: Callable[[StoreMeta], None]) -> None:
+    def __init__(self, storage: Storage, meta: StoreMeta,
+                 commit: Callable[[StoreMeta, "_history.Note | None"], None]) -> None:
         self.storage = storage
         self.frames = FrameReader(storage, meta.codec)
         self.lock = threading.RLock()
@@ -332,13 +333,15 @@ class StoreState:
             t.edits += 1
 
     # ---------------------------------------------------------------- commits
-    def flush(self) -> bool:
-        """Publish the transaction as the next snapshot; False when there was nothing to flush."""
+    def flush(self, message: str | None = None) -> bool:
+        """Publish the transaction as the next snapshot (a version, with ``message``); False when there was nothing to flush."""
         with self.write_lock:
             t = self.txn
             if not t.changed and not t.pending:
                 return False
-            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, self._commit, reindexed=t.overlays)
+            note = _history.Note(message, t.base.meta, frozenset(t.touched))
+            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, lambda m: self._commit(m, note),
+                                          reindexed=t.overlays)
             self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
             return True
 
@@ -361,7 +364,10 @@ class StoreState:
         with self.write_lock:
             self.flush()
             base = self.txn.base
-            meta, new_idx, retired = _commit.compact(self.txn, base.meta, self._commit, tick)
+            keep = _history.Retention(self.storage, self.frames, base.meta)  # what older retained versions need
+            note = _history.Note("compact", base.meta, frozenset(), replaces=True)
+            meta, new_idx, retired = _commit.compact(self.txn, base.meta, lambda m: self._commit(m, note), tick)
+            retired = keep.retire(retired, meta)
             freed = self.storage.size_of(retired)
             old, errors = self._publish_compacted(meta, new_idx, retired)
             if not old.alive and errors:  # deleted at once (no read was running) and a delete failed
@@ -382,6 +388,13 @@ class StoreState:
             return _commit.verify(self.frames, t.base.meta)
         finally:
             del pin
+
+    def republish(self, meta: StoreMeta) -> None:
+        """Publish ``meta``, already committed, as the current snapshot's metadata: the same data
+        and generation with other bookkeeping (expiry shortens the version log)."""
+        with self.write_lock:
+            base = self.txn.base
+            self._publish(base.successor(meta, {}, current_epoch(self.storage, meta.uid)))
 
     def _publish(self, snap: Snapshot) -> None:
         with self.lock:

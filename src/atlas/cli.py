@@ -12,6 +12,9 @@
     atlas compact STORE                   reclaim the space of deleted and overwritten data
     atlas verify STORE                    check the store; exit code 1 when problems are found
     atlas versions                        what a bug report needs (atlas.show_versions())
+    atlas log | tag | expire STORE ...    versions: history, tags, expiry (atlas._cli_versions)
+
+``info``, ``ls`` and ``stats`` take ``--version N`` or ``--tag NAME`` to show a past version.
 
 Exit codes: 0 success, 1 error (or problems found by ``verify``), 2 bad usage,
 130 interrupted. Errors are one line on stderr; ``-v`` adds the traceback and INFO logs,
@@ -31,6 +34,7 @@ import time
 import traceback
 from typing import Any, Optional, Sequence
 
+from ._cli_versions import add_version_options, register as register_versions
 from ._version import __version__
 from .errors import AtlasError, one_line
 
@@ -102,10 +106,10 @@ def _table(rows: list[list[str]], indent: str = "") -> str:
     return "\n".join(lines)
 
 
-def _open(path: str) -> Any:
-    from .store import Atlas
+def _open(path: str, args: Optional[argparse.Namespace] = None) -> Any:
+    from ._cli_versions import open_store
 
-    return Atlas.open(path)
+    return open_store(path, args or argparse.Namespace())
 
 
 def _dataset(store: Any, name: str) -> Any:
@@ -140,7 +144,7 @@ class _StderrHandler(logging.Handler):
 
 # ---------------------------------------------------------------------------------- commands
 def _cmd_info(args: argparse.Namespace) -> int:
-    store = _open(args.store)
+    store = _open(args.store, args)
     names = store.list_datasets()
     per_array: dict[str, dict[str, Any]] = {}
     for a in store.list_arrays():
@@ -169,6 +173,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "meta_format": store.meta_format,
         "meta_compression": store.meta_compression,
         "generation": store.generation,
+        "read_only": store.read_only,
         "datasets": len(names),
         "bytes": total,
         "arrays": arrays,
@@ -179,7 +184,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"store:       {info['location']}")
     print(f"codec:       {info['codec']}")
     print(f"metadata:    {info['meta_format']} (compression: {info['meta_compression']})")
-    print(f"generation:  {info['generation']}")
+    print(f"generation:  {info['generation']}" + ("  (a past version, read-only)" if info["read_only"] else ""))
     print(f"datasets:    {info['datasets']}")
     print(f"arrays:      {len([e for e in arrays if e['datasets']])}")
     print(f"on disk:     {_fmt_bytes(total)} ({total} bytes)")
@@ -197,7 +202,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    store = _open(args.store)
+    store = _open(args.store, args)
     if args.where is not None and args.dataset is not None:
         raise CliError("give either a DATASET or --where, not both")
     if args.dataset is None:
@@ -266,7 +271,7 @@ def _pandas_display() -> Any:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    store = _open(args.store)
+    store = _open(args.store, args)
     ds = _dataset(store, args.dataset)
     if args.array is not None:
         if ds.array_meta(args.array) is None:
@@ -420,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", parents=[verbose], help="codec, metadata format, datasets, arrays and sizes on disk")
     s.add_argument("store", metavar="STORE", help="path of the store")
     s.add_argument("--json", action="store_true", help="print JSON")
+    add_version_options(s)
     s.set_defaults(func=_cmd_info)
 
     s = sub.add_parser("ls", parents=[verbose], help="list datasets, or one dataset's arrays and attributes")
@@ -431,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the datasets whose catalog row matches EXPR (see 'atlas catalog'), e.g. "
                         "\"platform == 'BO' and `time.min` >= '2020-06-01'\"")
     s.add_argument("--json", action="store_true", help="print JSON")
+    add_version_options(s)
     s.set_defaults(func=_cmd_ls)
 
     s = sub.add_parser("catalog", parents=[verbose],
@@ -448,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset", metavar="DATASET")
     s.add_argument("array", metavar="ARRAY", nargs="?")
     s.add_argument("--json", action="store_true", help="print JSON")
+    add_version_options(s)
     s.set_defaults(func=_cmd_stats)
 
     s = sub.add_parser(
@@ -502,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("versions", parents=[verbose], help="print versions for bug reports (atlas.show_versions())")
     s.set_defaults(func=_cmd_versions)
+
+    register_versions(sub, verbose)
     return p
 
 

@@ -39,3 +39,11 @@ class StaleStoreError(AtlasError, RuntimeError):
 
 class IngestError(AtlasError, ValueError):
     """A file could not be opened or stored by :meth:`atlas.Atlas.ingest`; nothing of that call was kept."""
+
+
+class ReadOnlyError(AtlasError, PermissionError):
+    """A change was asked of a read-only handle (a past version opened with ``version=`` or ``tag=``)."""
+
+
+class VersionNotFoundError(AtlasError, LookupError):
+    """The version or tag asked for never existed, or was expired (and its files reclaimed)."""

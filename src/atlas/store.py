@@ -10,12 +10,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import codecs
-from . import _metaio
+from . import _history, _metaio, _timetravel
 from ._box import read_box
 from ._staged import Stage, StagedResult
 from ._state import StoreState, Transaction
 from ._progress import Progress, ProgressArg, check as check_progress
-from .errors import StaleStoreError
+from .errors import ReadOnlyError, StaleStoreError
 from ._meta import META_PATH, ArrayMeta, StoreMeta, validate_name
 from . import _batch
 from .dataset import DatasetView, to_user
@@ -66,6 +66,11 @@ def _load_meta(storage: Storage) -> tuple[StoreMeta, str, str]:
     return meta, fmt, comp
 
 
+def _reopen_version(storage: Storage, version: int) -> "Atlas":
+    """Unpickle a handle on a past version (reopened read-only in the receiving process)."""
+    return Atlas.open(storage, version=version)
+
+
 class Atlas:
     """A store of many named datasets whose same-named arrays share physical files.
 
@@ -78,12 +83,14 @@ class Atlas:
     the pending changes as of one moment, and writes to the same chunk never lose an update.
     """
 
-    def __init__(self, storage: Storage, meta: StoreMeta, meta_format: str, meta_compression: str) -> None:
+    def __init__(self, storage: Storage, meta: StoreMeta, meta_format: str, meta_compression: str,
+                 _readonly: Optional[tuple[int, str]] = None) -> None:
         """Internal: use :meth:`Atlas.create` or :meth:`Atlas.open`."""
         self._storage = storage
         self._meta_format = meta_format
         self._meta_compression = meta_compression
-        self._state = StoreState(storage, meta, self._commit)
+        self._state = (StoreState(storage, meta, self._commit) if _readonly is None
+                       else _timetravel.ReadOnlyState(storage, meta, *_readonly))
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -108,24 +115,39 @@ class Atlas:
         return self
 
     @classmethod
-    def open(cls, source: Any) -> "Atlas":
-        """Open an existing store; codec and metadata format/compression are detected."""
+    def open(cls, source: Any, version: Optional[int] = None, tag: Optional[str] = None) -> "Atlas":
+        """Open an existing store; codec and metadata format/compression are detected.
+
+        ``version=N`` (a number from :meth:`history`) or ``tag="name"`` (see :meth:`tag`) opens
+        a read-only handle on exactly that past state: datasets, arrays, attributes and stats
+        as they were; every change raises ``ReadOnlyError``. A version that never existed or
+        was expired raises ``VersionNotFoundError``.
+        """
         storage = storage_for(source, create=False)
-        return cls(storage, *_load_meta(storage))
+        meta, fmt, comp = _load_meta(storage)
+        if version is not None or tag is not None:
+            return _timetravel.open_version(cls, storage, meta, fmt, comp, version, tag)
+        return cls(storage, meta, fmt, comp)
 
-    def _commit(self, meta: StoreMeta) -> None:
-        data = _metaio.encode(meta.to_dict(self._meta_format), self._meta_format, self._meta_compression)
-        self._storage.commit(META_PATH, data)
+    def _encode(self, meta: StoreMeta) -> bytes:
+        return _metaio.encode(meta.to_dict(self._meta_format), self._meta_format, self._meta_compression)
 
-    def flush(self) -> None:
+    def _commit(self, meta: StoreMeta, note: Optional[_history.Note] = None) -> None:
+        _history.commit(self._storage, meta, note, self._encode)
+
+    def flush(self, message: Optional[str] = None) -> None:
         """Persist every pending change: one new segment per touched array name, then the metadata.
 
         Atomic and durable: a crash at any moment leaves the previous or the new state.
         On error the pending changes stay in memory, so the flush can be retried. Reads by
         other threads during the flush see the state before it, whole, until it is published.
+        The new state is a version (see :meth:`history`) recorded with ``message``; a flush
+        with nothing pending does nothing.
         """
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"message must be a str, got {type(message).__name__}: {message!r}")
         n = self._state.pending_count()[1]
-        if self._state.flush():
+        if self._state.flush(message):
             log.info("flushed %s (generation %d, %d array instances updated)", self._storage.location, self.generation, n)
 
     def __del__(self) -> None:
@@ -143,9 +165,14 @@ class Atlas:
         self.flush()
 
     def compact(self, progress: ProgressArg = False) -> None:
-        """Flush, then rewrite each array name's live chunks into one segment and delete the rest.
+        """Flush, then rewrite each array name's live chunks into one segment and delete the files
+        no retained version needs.
 
-        Reclaims the space of deleted datasets/arrays and overwritten chunks; reads are unchanged.
+        Reclaims the space of deleted datasets/arrays and overwritten chunks that only expired
+        versions held (see :meth:`expire`: every version is kept until expired); reads are
+        unchanged. The compacted state replaces the current version in :meth:`history`
+        (opening the replaced number opens it). An array name already in one segment of live
+        chunks is not rewritten.
         ``progress`` (False, True for a bar, or ``fn(done, total)``) counts the array names rewritten.
         """
         check_progress(progress)
@@ -155,6 +182,58 @@ class Atlas:
             with Progress(progress, len(st.meta.physical), "compact", "array") as bar:
                 freed = st.compact(bar.update)
         log.info("compacted %s: %d bytes freed", self._storage.location, freed)
+
+    # ------------------------------------------------------------------ versions
+    def history(self) -> list[dict[str, Any]]:
+        """Every retained version, oldest first, as this handle sees the store.
+
+        Each is a dict: ``version`` (the generation number to pass to ``Atlas.open(...,
+        version=)``), ``time`` (an aware UTC ``datetime``), ``message`` (``flush(message=)``,
+        or None; ``"compact"`` for a compaction), ``added`` / ``changed`` / ``deleted`` (counts
+        of datasets) and ``same_as`` (versions a compaction replaced: the same state).
+        """
+        return _history.summaries(self._state.txn.base.meta)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this handle is a past version (``Atlas.open(..., version=/tag=)``)."""
+        return isinstance(self._state, _timetravel.ReadOnlyState)
+
+    def tag(self, name: str, version: Optional[int] = None) -> None:
+        """Name a retained version (default: the last committed one) so :meth:`expire` keeps it.
+
+        ``Atlas.open(source, tag=name)`` opens it. Tags are never moved: an existing name raises
+        ``FileExistsError`` (also when another writer created it first); :meth:`delete_tag` it first.
+        """
+        if self.read_only:
+            raise ReadOnlyError(f"{self._state.what} is read-only; tag it from a writable handle "  # type: ignore[attr-defined]
+                                "with tag(name, version=...)")
+        base = self._state.txn.base.meta
+        v = base.generation if version is None else version
+        if type(v) is not int:
+            raise TypeError(f"version must be an int, got {type(v).__name__}: {v!r}")
+        _history.create_tag(self._storage, base, name, v)
+
+    def tags(self) -> dict[str, int]:
+        """``{tag name: version}`` of every tag of the store, by name."""
+        return {n: t["version"] for n, t in _history.read_tags(self._storage).items()}
+
+    def delete_tag(self, name: str) -> None:
+        """Remove a tag (``KeyError`` if there is none); its version stays until expired."""
+        if self.read_only:
+            raise ReadOnlyError(f"{self._state.what} is read-only")  # type: ignore[attr-defined]
+        _history.delete_tag(self._storage, name)
+
+    def expire(self, older_than: Any = None, keep_last: Optional[int] = None) -> list[int]:
+        """Drop versions from the history; returns the version numbers dropped.
+
+        A version goes when it is older than ``older_than`` (a ``timedelta`` age or an aware
+        ``datetime``), if given, and not among the ``keep_last`` newest, if given; tagged
+        versions and the latest are always kept. Flushes pending changes first. The data only
+        dropped versions needed is deleted by the next :meth:`compact`. Costs one metadata
+        commit and one delete per dropped version, whatever the size of the store.
+        """
+        return _timetravel.expire(self._state, self._encode, older_than, keep_last)
 
     def verify(self) -> list[str]:
         """Read and check every chunk index and every live frame of the store.
@@ -183,6 +262,8 @@ class Atlas:
     # ------------------------------------------------------------------ pickling / dask
     def __reduce__(self) -> tuple[Any, ...]:
         # A store travels as its location: the receiving process reopens it (flushed state).
+        if self.read_only:
+            return (_reopen_version, (self._storage, self._state.version))  # type: ignore[attr-defined]
         return (_reopen, (self._storage, self.generation, self._state.meta.uid))
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:

@@ -59,7 +59,8 @@ class AtlasBackendArray(BackendArray):
 
 
 class AtlasBackendEntrypoint(BackendEntrypoint):
-    """Open one dataset of an atlas store with ``engine="atlas"``; ``group`` names the dataset.
+    """Open one dataset of an atlas store with ``engine="atlas"``; ``group`` names the dataset,
+    ``version=N`` or ``tag="name"`` opens it as it was in that version (see ``Atlas.history``).
 
     The decoding keywords have xarray's meaning. Left unset (or True), variables come back
     as stored, lazily; any of them set otherwise re-encodes the variables that have a CF
@@ -71,25 +72,30 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
     description = "Open a dataset of an atlas store (many datasets of one schema in one store)"
     url = "https://github.com/atlas-python/atlas"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "mask_and_scale", "decode_times",
-                               "decode_timedelta", "use_cftime", "concat_characters", "decode_coords")
+                               "decode_timedelta", "use_cftime", "concat_characters", "decode_coords", "version", "tag")
 
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: Optional[Iterable[str]] = None,
                      group: Optional[str] = None, mask_and_scale: Any = None, decode_times: Any = None,
                      decode_timedelta: Any = None, use_cftime: Any = None, concat_characters: Any = None,
-                     decode_coords: Any = None) -> Any:
+                     decode_coords: Any = None, version: Optional[int] = None, tag: Optional[str] = None) -> Any:
         import atlas
 
         from . import _cf
         from ._xarray import build_dataset
 
-        store = filename_or_obj if isinstance(filename_or_obj, atlas.Atlas) else atlas.Atlas.open(filename_or_obj)
+        if isinstance(filename_or_obj, atlas.Atlas):
+            store = filename_or_obj
+            if version is not None or tag is not None:  # a past version of that handle's store
+                store = atlas.Atlas.open(store._state.storage, version=version, tag=tag)
+        else:
+            store = atlas.Atlas.open(filename_or_obj, version=version, tag=tag)
         if group is None:
             names = store.list_datasets()
             if len(names) != 1:
                 raise ValueError(f"the store holds {len(names)} datasets; pass group=<dataset name> (one of {names[:10]!r})")
             group = names[0]
         if not store.dataset_exists(group):
-            raise KeyError(f"no dataset named {group!r} in the store at {store._storage.location!r}")
+            raise KeyError(f"no dataset named {group!r} in the store at {store.location!r}")
         view = store.open_dataset(group)
         if isinstance(drop_variables, str):
             drop_variables = [drop_variables]

@@ -57,6 +57,16 @@ class Storage(abc.ABC):
         handles committing on top of the same content, exactly one wins.
         """
 
+    def create(self, path: str, data: Buffer) -> None:
+        """Create ``path`` atomically and durably unless it exists (``FileExistsError`` then):
+        of two writers creating the same path, exactly one succeeds (tags use it)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot create files exclusively")
+
+    def peek(self, path: str) -> Buffer:
+        """Whole file, read without making it the base of this handle's next :meth:`commit`
+        (so a look at a newer metadata file never hides another writer's commit)."""
+        return self.read(path)
+
     @abc.abstractmethod
     def barrier(self) -> None:
         """Make every file written so far durable (fsync of the directories on local disk)."""

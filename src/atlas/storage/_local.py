@@ -136,6 +136,28 @@ class LocalStorage(Storage):
             self._replace(full, d, data)
             self._stamps[path] = _stamp(os.stat(full))
 
+    def create(self, path: str, data: Buffer) -> None:
+        full = self._abs(path)
+        d = os.path.dirname(full)
+        os.makedirs(d, exist_ok=True)
+        tmp = f"{full}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, full)  # atomic, and fails if the name exists: complete content or nothing
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        _fsync_dir(d)
+
+    def peek(self, path: str) -> bytes:
+        with open(self._abs(path), "rb") as f:
+            return f.read()
+
     def _replace(self, full: str, d: str, data: Buffer) -> None:
         tmp = f"{full}.{uuid.uuid4().hex[:12]}.tmp"
         try:

@@ -156,6 +156,32 @@ class ObjectStorage(Storage):
             raise
         self._adopt(path, res.get("e_tag"))
 
+    def create(self, path: str, data: Buffer) -> None:
+        """One conditional PUT (``If-None-Match``): a second writer gets ``FileExistsError``.
+
+        When the outcome is unclear (a lost reply, or obstore retrying a PUT that had
+        landed), the object is read back: the caller's bytes must be unique (tags carry a
+        random token), so finding them means this PUT created it.
+        """
+        self._check_writable(path)
+        payload = bytes(data)
+        try:
+            obstore.put(self.store, path, payload, mode="create")
+        except AlreadyExistsError:
+            now = self._current(path)
+            if now is None or now[0] != payload:
+                raise FileExistsError(f"{self.location}/{path} already exists") from None
+        except Exception:
+            try:
+                now = self._current(path)
+            except Exception:  # noqa: BLE001 - unreachable: the original error says why
+                now = None
+            if now is None or now[0] != payload:
+                raise
+
+    def peek(self, path: str) -> Buffer:
+        return memoryview(obstore.get(self.store, path).bytes())
+
     def _adopt(self, path: str, etag: str | None) -> None:
         self._etags[path] = etag
         self._unsure.pop(path, None)
