@@ -250,9 +250,34 @@ def test_stage_roundtrip_ids_and_later_writes(tmp_path):
     np.testing.assert_array_equal(e, [[0, 1, 2], [12, 13, 14], [7, 8, 9]])
     np.testing.assert_array_equal(again.open_dataset("own").read_array("t")[2:7], [100] * 5)
     assert again.verify() == []
-    store.compact()
+    store.compact()  # the staged files stay while older versions need them...
+    assert _staged_files(str(tmp_path / "s")) and store.verify() == []
+    store.expire(keep_last=1)
+    store.compact()  # ...and go with them
     assert _staged_files(str(tmp_path / "s")) == [] and store.verify() == []
     np.testing.assert_array_equal(store.read_array_across_stacked("e", ["w00", "w12", "after"]), e)
+
+
+def test_staged_commit_is_a_version_kept_by_compaction(tmp_path):
+    path = str(tmp_path / "s")
+    store = atlas.Atlas.create(path)
+    _write(store, "own", 1)
+    store.flush()
+    stage = store.stage()
+    w = stage.writer()
+    _write(w, "staged", 2, extra=True)
+    store.commit_staged([w.finish()], message="from the workers")
+    v = store.generation
+    last = store.history()[-1]
+    assert last["version"] == v and last["message"] == "from the workers"
+    store.delete_dataset("staged")
+    store.flush()
+    store.compact()  # the staged files leave the current state; the version still needs them
+    assert stage.discard() == 0  # so discard() keeps them
+    old = atlas.Atlas.open(path, version=v)
+    np.testing.assert_array_equal(old.open_dataset("staged").read_array("e"), [2, 3, 4])
+    assert old.verify() == [] and store.verify() == []
+    assert store.list_datasets() == ["own"]
 
 
 def test_conflicting_names_commit_nothing(tmp_path):

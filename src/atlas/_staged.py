@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, c
 
 import numpy as np
 
-from . import _metaio, codecs
+from . import _history, _metaio, codecs
 from ._frames import FrameReader
 from ._meta import META_PATH, IndexLocation, Physical, StoreMeta, array_dir, decode_blob, encode_blob, validate_name
 from ._segments import ChunkIndex
@@ -104,6 +104,8 @@ def new_stage(storage: Storage, meta: StoreMeta) -> Stage:
 
 
 # ---------------------------------------------------------------------- the worker side
+def _keep(meta: StoreMeta, note: Any = None) -> None:
+    """A writer's "commit": its snapshot is kept in memory; no metadata file is written."""
 class StagedWriter:
     """Creates datasets in a worker process; :meth:`finish` returns what the coordinator commits.
 
@@ -119,7 +121,7 @@ class StagedWriter:
         self._token = uuid.uuid4().hex[:12]
         meta = StoreMeta(codec=stage.codec, uid=stage.uid,
                          physical={n: Physical(self._folder(d)) for n, d in stage.folders.items()})
-        self._state = StoreState(stage.storage, meta, lambda m: None)  # "committing" = keeping the snapshot
+        self._state = StoreState(stage.storage, meta, _keep)
 
     def _folder(self, store_folder: str) -> str:
         return f"{_stage_dir(store_folder, self._stage.token)}/{self._token}"
@@ -207,9 +209,9 @@ class StagedResult:
 
 
 # ---------------------------------------------------------------------- the commit
-def commit(state: StoreState, results: Iterable[StagedResult], meta_format: str) -> list[str]:
+def commit(state: StoreState, results: Iterable[StagedResult], meta_format: str, message: Optional[str] = None) -> list[str]:
     """Publish ``results`` in one commit on ``state`` (after flushing it; its metadata file is in
-    ``meta_format``); returns the dataset names."""
+    ``meta_format``), a version recorded with ``message``; returns the dataset names."""
     results = list(results)
     for r in results:
         if not isinstance(r, StagedResult):
@@ -222,8 +224,9 @@ def commit(state: StoreState, results: Iterable[StagedResult], meta_format: str)
         publish(meta)
         return meta, idx
 
-    state.commit_built(build)
-    return [n for r in results for n in r.datasets]
+    names = [n for r in results for n in r.datasets]
+    state.commit_built(build, frozenset(names), message)
+    return names
 
 
 def _build(storage: Storage, base: Snapshot, results: list[StagedResult],
@@ -274,10 +277,13 @@ def _build(storage: Storage, base: Snapshot, results: list[StagedResult],
     token = uuid.uuid4().hex[:8]
     new_idx: dict[str, ChunkIndex] = {}
     for name, ps in parts.items():
-        merged = base.index(name).appended(ps)
         folder = new.physical[name].dir
-        footer, rawlen = merged.encode(old.codec)
         path = f"{folder}/i{gen:08d}-{token}.idx"
+        merged = base.index(name).appended(ps)
+        # the index file is a segment of its own index (without frames): whatever keeps an
+        # index's segments (compaction, retained versions) keeps it too
+        merged = ChunkIndex(merged.segments + [path], merged.frames, merged.chunks)
+        footer, rawlen = merged.encode(old.codec)
         storage.write(path, footer)
         new.physical[name] = Physical(folder, IndexLocation(path, 0, len(footer), rawlen, codecs.checksum(footer)))
         new_idx[name] = merged
@@ -352,7 +358,11 @@ def _sweep(stage: Stage, folders: Optional[Sequence[str]]) -> int:
     for name, phys in meta.physical.items():
         if phys.index is not None and any(p.startswith(_stage_dir(phys.dir, stage.token) + "/") for p in files):
             used.update(fr.load_index(name, phys).segments)
-    gone = [p for p in files if p not in used]
+    unused = [p for p in files if p not in used]
+    if unused:  # files of a committed stage that a compaction rewrote may still serve older versions
+        needed = _history.Retention(storage, fr, meta).needed
+        unused = [p for p in unused if p not in needed]
+    gone = unused
     for p in gone:
         storage.delete(p)
     return len(gone)

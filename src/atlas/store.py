@@ -362,18 +362,21 @@ class Atlas:
 
         return _staged.new_stage(self._storage, self._state.txn.base.meta)
 
-    def commit_staged(self, results: Sequence[StagedResult]) -> list[str]:
+    def commit_staged(self, results: Sequence[StagedResult], message: Optional[str] = None) -> list[str]:
         """Publish staged results (from ``StagedWriter.finish()``) in one atomic commit.
 
         Flushes this handle's pending changes first. The cost is proportional to the
         metadata and chunk indexes of the results, not to their data. A dataset name found in
         two results or already in the store raises ``FileExistsError`` listing the names, and
-        a missing staged file ``FileNotFoundError``; then nothing is committed. Returns the
-        names of the datasets added, in order.
+        a missing staged file ``FileNotFoundError``; then nothing is committed. The new state
+        is a version (see :meth:`history`) recorded with ``message``. Returns the names of the
+        datasets added, in order.
         """
         from . import _staged
 
-        names = _staged.commit(self._state, results, self._meta_format)
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"message must be a str, got {type(message).__name__}: {message!r}")
+        names = _staged.commit(self._state, results, self._meta_format, message)
         log.info("committed %d staged datasets into %s (generation %d)", len(names), self._storage.location, self.generation)
         return names
 
