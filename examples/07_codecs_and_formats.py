@@ -51,9 +51,9 @@ def bytes_under(folder: str) -> int:
 
 
 def array_bytes(path: str, array: str) -> int:
-    """On-disk bytes of one array name: its folder is arrays/<number>-<name>/."""
+    """On-disk bytes of one array name: its folder is arrays/<name>-<hash of the name>/."""
     root = os.path.join(path, "arrays")
-    return sum(bytes_under(os.path.join(root, d)) for d in os.listdir(root) if d.split("-", 1)[1] == array)
+    return sum(bytes_under(os.path.join(root, d)) for d in os.listdir(root) if d.rsplit("-", 1)[0] == array)
 
 
 def check_reads_back(path: str, reference: atlas.Atlas) -> float:

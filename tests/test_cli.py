@@ -41,7 +41,7 @@ def disk_bytes(root, sub=""):
 
 
 def array_dir(root, name):
-    hits = [d for d in os.listdir(os.path.join(root, "arrays")) if d.endswith("-" + name)]
+    hits = [d for d in os.listdir(os.path.join(root, "arrays")) if d.startswith(name + "-")]  # <slug>-<hash>
     assert len(hits) == 1, hits
     return os.path.join("arrays", hits[0])
 

@@ -67,7 +67,7 @@ def relative_components(path: Path) -> list[str]:
 # =============================================================================================
 # Names are opaque strings: atlas does not normalise them (NFC "é" and NFD "e\u0301" are two
 # names), stores them verbatim in the metadata and never uses them as file names (an array
-# name's directory is "arrays/NNNNN-<ascii slug of at most 40 chars>").
+# name's directory is "arrays/<ascii slug of at most 40 chars>-<hash of the name>").
 TRICKY = {
     "cjk": "日本語の名前",
     "hangul": "한국어",

@@ -807,7 +807,7 @@ def test_damaged_zstd_frames_are_detected(refs, workdir, array, first, bits):
     ref = refs[cfg]
     path = _copy(ref.path, workdir)
     try:
-        segs = [f for f in _files(path) if f.startswith("arrays/") and f"-{array}/" in f]
+        segs = [f for f in _files(path) if f.startswith(f"arrays/{array}-")]  # arrays/<name>-<hash>/
         victim = segs[0] if first else segs[-1]
         full = os.path.join(path, *victim.split("/"))
         size = os.path.getsize(full)

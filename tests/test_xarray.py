@@ -241,7 +241,7 @@ def test_rejected_dataset_leaves_nothing_behind(tmp_path, kind, via):
     xr.testing.assert_identical(re.to_xarray("bad"), keep)
     xr.testing.assert_identical(re.to_xarray("keep"), keep)
     # no segment was written for the rejected dataset's arrays
-    assert {p.split("/")[1].split("-", 1)[1] for p in _files(path) if p.startswith("arrays")} == {"ok"}
+    assert {p.split("/")[1].rsplit("-", 1)[0] for p in _files(path) if p.startswith("arrays")} == {"ok"}
 
 
 def test_rejected_dataset_before_any_flush_then_flush(tmp_path):

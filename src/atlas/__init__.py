@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging as _logging
 
 from ._executor import num_threads, set_num_threads
+from ._staged import Stage, StagedResult, StagedWriter
 from ._version import __version__
 from ._versions import show_versions
 from .dataset import DatasetView
@@ -61,6 +62,9 @@ _install_accessor_hook()
 __all__ = [
     "Atlas",
     "DatasetView",
+    "Stage",
+    "StagedResult",
+    "StagedWriter",
     "AtlasError",
     "ConcurrentWriteError",
     "CorruptStoreError",

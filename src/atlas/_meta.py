@@ -8,6 +8,7 @@ so json metadata stays strict JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -243,16 +244,13 @@ class DatasetMeta:
 
     def to_blob(self, schema_no: Any, fmt: str) -> Any:
         """This dataset as one opaque value of the metadata file (decoded only when used)."""
-        obj = [{k: [t, f2j(v)] for k, (t, v) in self.attrs.items()},
-               {k: a.to_row(schema_no(a)) for k, a in self.arrays.items()}]
-        if fmt == "json":
-            return _JSON.encode(obj)
-        return msgpack.packb(obj, use_bin_type=True)
+        return encode_blob([{k: [t, f2j(v)] for k, (t, v) in self.attrs.items()},
+                            {k: a.to_row(schema_no(a)) for k, a in self.arrays.items()}], fmt)
 
     @classmethod
     def from_blob(cls, name: str, blob: Any, schemas: list[ArrayMeta]) -> "DatasetMeta":
         """Decode one dataset's entry; a malformed one raises ``ValueError`` (the caller names the file)."""
-        attrs_d, arrays_d = json.loads(blob) if isinstance(blob, str) else msgpack.unpackb(blob, raw=False)
+        attrs_d, arrays_d = decode_blob(blob)
         attrs = {}
         for k, (t, v) in attrs_d.items():
             if t not in _ATTR_CHECK or not _ATTR_CHECK[t](v):
@@ -266,6 +264,18 @@ class DatasetMeta:
                 raise ValueError(f"array {k!r} has a bad entry {r!r}")
             arrays[k] = ArrayMeta.from_row(r, schemas[sno])
         return cls(name, attrs, arrays)
+
+
+def encode_blob(obj: list[Any], fmt: str) -> Any:
+    """A dataset's plain form ``[attrs, {array: row}]`` as its value in a ``fmt`` metadata file."""
+    if fmt == "json":
+        return _JSON.encode(obj)
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def decode_blob(blob: Any) -> Any:
+    """The plain form of a dataset's value in a metadata file (json str or msgpack bytes)."""
+    return json.loads(blob) if isinstance(blob, str) else msgpack.unpackb(blob, raw=False)
 
 
 def _exact_int(v: Any) -> bool:
@@ -328,6 +338,10 @@ class Datasets(dict):  # type: ignore[type-arg]
 
     def raw_items(self) -> Any:
         return dict.items(self)
+
+    def set_raw(self, name: str, blob: Any) -> None:
+        """Add a dataset in its metadata-file form (decoded, and checked, when first used)."""
+        dict.__setitem__(self, name, blob)
 
     def copy(self) -> "Datasets":
         """A shallow copy (entries are shared; decoded or not) over the same schema table."""
@@ -392,6 +406,18 @@ def _inside(path: str, prefix: str) -> bool:
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+def array_dir(array: str) -> str:
+    """The folder of a new array name: an ASCII slug of the name and a hash of it.
+
+    A function of the name alone, so every process that writes the name first (a staged
+    writer on another machine, or this handle) picks the same folder. Stores made before
+    keep the folders they recorded (``arrays/NNNNN-<slug>``).
+    """
+    slug = _SLUG.sub("_", array)[:40].strip("._") or "a"
+    digest = hashlib.blake2b(array.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"arrays/{slug}-{digest}"
+
+
 @dataclass
 class StoreMeta:
     codec: str
@@ -412,8 +438,7 @@ class StoreMeta:
     def physical_for(self, array: str) -> Physical:
         p = self.physical.get(array)
         if p is None:
-            slug = _SLUG.sub("_", array)[:40].strip("._") or "a"
-            p = self.physical[array] = Physical(f"arrays/{len(self.physical):05d}-{slug}")
+            p = self.physical[array] = Physical(array_dir(array))
         return p
 
     def copy(self) -> "StoreMeta":
@@ -426,21 +451,23 @@ class StoreMeta:
                          next_id=self.next_id, generation=self.generation, uid=self.uid,
                          history=self.history, _schema_index=self._schema_index)
 
-    def to_dict(self, fmt: str = "json") -> dict[str, Any]:
+    def schema_number(self, a: ArrayMeta) -> int:
+        """The number of ``a``'s schema in the schema table (added if new)."""
         table = self.datasets.schemas  # append-only, so undecoded datasets keep valid numbers
         index = self._schema_index
         if len(index) != len(table):
             index.clear()
-            index.update({a.schema_key(): n for n, a in enumerate(table)})
+            index.update({s.schema_key(): n for n, s in enumerate(table)})
+        key = a.schema_key()
+        n = index.get(key)
+        if n is None:
+            n = index[key] = len(table)
+            table.append(a)
+        return n
 
-        def schema_no(a: ArrayMeta) -> int:
-            key = a.schema_key()
-            n = index.get(key)
-            if n is None:
-                n = index[key] = len(table)
-                table.append(a)
-            return n
-
+    def to_dict(self, fmt: str = "json") -> dict[str, Any]:
+        schema_no = self.schema_number
+        table = self.datasets.schemas
         datasets = [[k, v.to_blob(schema_no, fmt) if type(v) is DatasetMeta else v] for k, v in self.datasets.raw_items()]
         return {
             "format": "atlas",

@@ -169,3 +169,31 @@ class ChunkIndex:
             cols = {k: v[last] for k, v in cols.items()}
         fr = {k: np.concatenate([self.frames[k], frames[k].astype(t, copy=False)]) for k, t in FRAME_COLUMNS.items()}
         return ChunkIndex(self.segments + [new_segment], fr, cols, self.uid)
+
+    def appended(self, parts: "list[tuple[ChunkIndex, int]]") -> "ChunkIndex":
+        """A new index with the rows of ``parts`` after these: ``(index, shift)`` pairs whose
+        instance ids move up by ``shift``, each above every id before it (a staged commit).
+
+        Segments and frames are renumbered; nothing is re-sorted, so ``ValueError`` if the
+        shifted ids do not follow on. Costs a concatenation of the columns (no I/O).
+        """
+        segs = list(self.segments)
+        frames = [self.frames]
+        chunks = [self.chunks]
+        nf = self.frames["seg"].shape[0]
+        for idx, shift in parts:
+            f = dict(idx.frames)
+            f["seg"] = f["seg"] + len(segs)
+            c = dict(idx.chunks)
+            c["frame"] = c["frame"] + nf
+            c["aid"] = c["aid"] + shift
+            segs += idx.segments
+            nf += idx.frames["seg"].shape[0]
+            frames.append(f)
+            chunks.append(c)
+        out = ChunkIndex(segs, {k: np.concatenate([f[k] for f in frames]).astype(t, copy=False) for k, t in FRAME_COLUMNS.items()},
+                         {k: np.concatenate([c[k] for c in chunks]).astype(t, copy=False) for k, t in CHUNK_COLUMNS.items()})
+        problem = out.check()
+        if problem:
+            raise ValueError(f"staged chunk indexes do not fit together: {problem}")
+        return out

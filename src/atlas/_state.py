@@ -344,6 +344,23 @@ class StoreState:
             self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
             return True
 
+    def commit_built(self, build: Callable[[Snapshot, Callable[[StoreMeta], None]],
+                                           tuple[StoreMeta, dict[str, ChunkIndex]]],
+                     touched: frozenset[str], message: str | None = None) -> StoreMeta:
+        """Flush, then publish the state ``build(snapshot, commit)`` makes from the committed one
+        (a version, with ``message``; ``touched``: the datasets it adds or changes).
+
+        ``build`` writes its files, calls ``commit(meta)`` last and returns the new metadata
+        and the indexes it changed (staged commits); if it raises, nothing changed.
+        """
+        with self.write_lock:
+            self.flush()
+            base = self.txn.base
+            note = _history.Note(message, base.meta, touched)
+            meta, new_idx = build(base, lambda m: self._commit(m, note))
+            self._publish(base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
+            return meta
+
     def compact(self, tick: Callable[[], None]) -> int:
         """Flush, then rewrite every array name's live chunks; returns the bytes retired."""
         with self.write_lock:

@@ -8,6 +8,7 @@
     atlas catalog STORE [--csv | --json]  one row per dataset: attributes, array min/max/null counts
     atlas stats STORE DATASET [ARRAY]     row/null counts, min and max of the arrays
     atlas ingest STORE GLOB... [--create] files xarray can open -> one dataset each, one flush
+                                          (--workers N / --scheduler ADDRESS: in parallel processes)
     atlas compact STORE                   reclaim the space of deleted and overwritten data
     atlas verify STORE                    check the store; exit code 1 when problems are found
     atlas versions                        what a bug report needs (atlas.show_versions())
@@ -332,9 +333,15 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     try:
         show = sys.stderr.isatty() if args.progress is None else args.progress
         t0 = time.perf_counter()
-        added = store.ingest(paths, name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show,
-                             open_kwargs=open_kwargs, groups=args.groups, chunks=chunks,
-                             on_error="skip" if args.skip_errors else "raise")
+        kw = dict(name_from=args.name_from, engine=args.engine, jobs=args.jobs, progress=show, open_kwargs=open_kwargs,
+                  groups=args.groups, chunks=chunks, on_error="skip" if args.skip_errors else "raise")
+        if args.scheduler:
+            from distributed import Client
+
+            with Client(args.scheduler) as client:
+                added = store.ingest(paths, client=client, **kw)
+        else:
+            added = store.ingest(paths, workers=args.workers, **kw)
         store.flush()
     except BaseException:
         if created:  # a failed --create leaves no store behind
@@ -485,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-mask-and-scale", action="store_true",
                    help="open with mask_and_scale=False (fills and packing stay as in the file)")
     s.add_argument("--drop-variables", default=None, metavar="A,B", help="variables not to ingest (comma-separated)")
+    par = s.add_mutually_exclusive_group()
+    par.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                     help="open, encode and write the files in N worker processes (staged writes, one commit at the end)")
+    par.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="run the workers on a running dask.distributed scheduler (e.g. tcp://host:8786)")
     s.set_defaults(func=_cmd_ingest)
 
     s = sub.add_parser("compact", parents=[verbose, progress],

@@ -12,6 +12,7 @@ import numpy as np
 from . import codecs
 from . import _history, _metaio, _timetravel
 from ._box import read_box
+from ._staged import Stage, StagedResult
 from ._state import StoreState, Transaction
 from ._progress import Progress, ProgressArg, check as check_progress
 from .errors import ReadOnlyError, StaleStoreError
@@ -309,7 +310,8 @@ class Atlas:
 
     def ingest(self, files: Sequence[str], name_from: str = "stem", engine: Optional[str] = None,
                jobs: Optional[int] = None, progress: ProgressArg = False, *, open_kwargs: Optional[dict[str, Any]] = None,
-               groups: str = "root", chunks: Optional[dict[str, Any]] = None, on_error: str = "raise") -> list[str]:
+               groups: str = "root", chunks: Optional[dict[str, Any]] = None, on_error: str = "raise",
+               workers: Optional[int] = None, client: Any = None) -> list[str]:
         """Add every file matching ``files`` (paths or glob patterns, ``**`` recurses) as datasets.
 
         Files are opened with xarray (any format it reads; ``engine`` and ``open_kwargs``
@@ -329,10 +331,54 @@ class Atlas:
         ``ValueError``) is raised. ``"skip"``: a bad file adds nothing and the others go on;
         the result's ``refused`` lists ``(file, one-line reason)``. ``progress`` counts the
         files. Returns the names added (a list, with ``.refused``).
+
+        ``workers=N`` (a local pool of N processes) or ``client=`` (a ``dask.distributed``
+        ``Client``): worker processes open, encode and write the files (staged writes, see
+        :meth:`stage`) and this call commits them all at once at the end (it flushes the
+        store first); all or nothing as above; ``progress`` counts the files whose batch is done.
+        Worker processes start the way ``multiprocessing`` spawns them (they import the main
+        script): a script calling this needs ``if __name__ == "__main__":``.
         """
+        if workers is not None or client is not None:
+            from .integrations._distributed import ingest_parallel
+
+            return ingest_parallel(self, files, name_from, engine, jobs, progress, workers=workers, client=client,
+                                   open_kwargs=open_kwargs, groups=groups, chunks=chunks, on_error=on_error)
         from .integrations._ingest import ingest
 
         return ingest(self, files, name_from, engine, jobs, progress, open_kwargs, groups, chunks, on_error)
+
+    # ------------------------------------------------------------------ staged writes
+    def stage(self) -> Stage:
+        """A picklable :class:`~atlas.Stage` for worker processes to write new datasets into this store.
+
+        A worker calls ``stage.writer()``, creates datasets with it as with a store, and
+        returns ``writer.finish()`` (a small :class:`~atlas.StagedResult`); workers write
+        segment files only, never the metadata. Publish the results with
+        :meth:`commit_staged`; ``stage.discard()`` deletes the files of writers that failed.
+        Do not :meth:`compact` while writers are writing (it deletes their files).
+        """
+        from . import _staged
+
+        return _staged.new_stage(self._storage, self._state.txn.base.meta)
+
+    def commit_staged(self, results: Sequence[StagedResult], message: Optional[str] = None) -> list[str]:
+        """Publish staged results (from ``StagedWriter.finish()``) in one atomic commit.
+
+        Flushes this handle's pending changes first. The cost is proportional to the
+        metadata and chunk indexes of the results, not to their data. A dataset name found in
+        two results or already in the store raises ``FileExistsError`` listing the names, and
+        a missing staged file ``FileNotFoundError``; then nothing is committed. The new state
+        is a version (see :meth:`history`) recorded with ``message``. Returns the names of the
+        datasets added, in order.
+        """
+        from . import _staged
+
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"message must be a str, got {type(message).__name__}: {message!r}")
+        names = _staged.commit(self._state, results, self._meta_format, message)
+        log.info("committed %d staged datasets into %s (generation %d)", len(names), self._storage.location, self.generation)
+        return names
 
     # ------------------------------------------------------------------ properties
     @property

@@ -113,6 +113,51 @@ def group_name(name: str, group: str) -> str:
     return ".".join([name, *parts])
 
 
+def ingest_file(target: Any, path: str, name: str, engine: Optional[str] = None,
+                open_kwargs: Optional[dict[str, Any]] = None, groups: str = "root",
+                fixed: Optional[dict[str, Any]] = None, on_error: str = "raise") -> "IngestResult":
+    """Open ``path`` and add it to ``target`` (a store, or a staged writer in a worker process)
+    as dataset ``name`` (its groups as ``name.group``); the per-file step of a parallel ingest.
+
+    Options as checked by :func:`check_options`. Returns the names added, with ``refused``
+    listing the file if it was skipped (``on_error="skip"``); else ``IngestError`` names it.
+    """
+    out = IngestResult()
+    out.refused = []
+    try:
+        parts = load(path, engine, open_kwargs, groups)
+    except Exception as e:
+        if on_error == "raise":
+            raise IngestError(f"cannot open {path!r}: {one_line(e)}; nothing was ingested") from e
+        _refuse(out, path, f"cannot open: {one_line(e)}")
+        return out
+    _add_file(target, path, name, parts, fixed or {}, on_error, out)
+    return out
+
+
+def check_options(groups: str, on_error: str, open_kwargs: Optional[dict[str, Any]],
+                  chunks: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Check the ingest options (the right exception, naming the value); returns the fixed chunk sizes."""
+    if groups not in ("root", "all"):
+        raise ValueError(f"groups must be 'root' or 'all', got {groups!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if open_kwargs is not None and not isinstance(open_kwargs, dict):
+        raise TypeError(f"open_kwargs must be a dict of xarray.open_dataset keywords, got {type(open_kwargs).__name__}")
+    if open_kwargs and ("engine" in open_kwargs or "chunks" in open_kwargs):
+        raise ValueError("open_kwargs: pass engine= to ingest itself; chunks= sets the stored chunking")
+    return check_chunks(chunks)
+
+
+def refuse_taken(store: "Atlas", names: Sequence[str]) -> None:
+    """``FileExistsError`` listing the names the store already has."""
+    taken = [n for n in names if store.dataset_exists(n)]
+    if taken:
+        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
+        raise FileExistsError(f"the store already has dataset(s) {', '.join(map(repr, taken[:3]))}{more}; "
+                              "nothing was ingested")
+
+
 def plan(files: Sequence[str], name_from: str = "stem") -> tuple[list[str], list[str]]:
     """The files matching ``files`` and their dataset names, checked (no store is touched)."""
     if isinstance(files, (str, os.PathLike)):
@@ -144,21 +189,9 @@ def ingest(store: "Atlas", files: Sequence[str], name_from: str = "stem", engine
     check(progress)
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
-    if groups not in ("root", "all"):
-        raise ValueError(f"groups must be 'root' or 'all', got {groups!r}")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if open_kwargs is not None and not isinstance(open_kwargs, dict):
-        raise TypeError(f"open_kwargs must be a dict of xarray.open_dataset keywords, got {type(open_kwargs).__name__}")
-    if open_kwargs and ("engine" in open_kwargs or "chunks" in open_kwargs):
-        raise ValueError("open_kwargs: pass engine= to ingest itself; chunks= sets the stored chunking")
-    fixed = check_chunks(chunks)
+    fixed = check_options(groups, on_error, open_kwargs, chunks)
     paths, names = plan(files, name_from)
-    taken = [n for n in names if store.dataset_exists(n)]
-    if taken:
-        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
-        raise FileExistsError(f"the store already has dataset(s) {', '.join(map(repr, taken[:3]))}{more}; "
-                              "nothing was ingested")
+    refuse_taken(store, names)
     jobs = jobs or min(8, os.cpu_count() or 1)
     log.info("ingesting %d files into %s with %d reader threads", len(paths), store.location, jobs)
     todo = iter(zip(paths, names))
@@ -203,7 +236,7 @@ def _refuse(result: IngestResult, path: str, reason: str) -> None:
     log.warning("skipped %s: %s", path, reason)
 
 
-def _add_file(store: "Atlas", path: str, name: str, parts: list[tuple[str, Any]], fixed: dict[str, Any],
+def _add_file(store: Any, path: str, name: str, parts: list[tuple[str, Any]], fixed: dict[str, Any],
               on_error: str, added: IngestResult) -> None:
     """Add the groups of one file (all of them or, on error, none)."""
     mine: list[str] = []
