@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import atlas
 from atlas import Atlas, ReadOnlyError, VersionNotFoundError
 from atlas.cli import main
 from atlas.storage import LocalStorage

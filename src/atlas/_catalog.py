@@ -17,17 +17,15 @@ their strings back untouched.
 
 from __future__ import annotations
 
-import gc
 import json
-import threading
 import weakref
-from contextlib import contextmanager
 from itertools import chain, repeat
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import msgpack
 import numpy as np
 
+from . import _gc
 from . import dtypes as D
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._query import NUMERIC_KINDS, Column, evaluate
@@ -100,27 +98,6 @@ def _plain(ds: DatasetMeta, schemas: list[ArrayMeta]) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------- building
-_GC_LOCK = threading.Lock()
-_GC_PAUSES = [0]
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic collector (nested and multi-thread safe); what is built here has no cycles."""
-    with _GC_LOCK:
-        if _GC_PAUSES[0] == 0:
-            _GC_PAUSES.append(gc.isenabled())
-            gc.disable()
-        _GC_PAUSES[0] += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_PAUSES[0] -= 1
-            if _GC_PAUSES[0] == 0 and _GC_PAUSES.pop():
-                gc.enable()
-
-
 def _parse(entries: list[Any]) -> list[Any]:
     """Every entry as ``[attrs, arrays]``: the blobs parsed in one json / msgpack stream.
 
@@ -162,7 +139,7 @@ def _checked(name: str, blob: Any, schemas: list[ArrayMeta]) -> list[Any]:
 
 
 def _build(names: list[str], entries: list[Any], schemas: list[ArrayMeta]) -> Table:
-    with _gc_paused():
+    with _gc.paused():
         parsed = _parse(entries)
         if parsed or not entries:
             try:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import _commit, _history, _read, _resize, _write
+from . import _commit, _gc, _history, _read, _resize, _write
 from ._frames import FrameReader
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._pending import PendingStore
@@ -334,7 +334,7 @@ class StoreState:
     # ---------------------------------------------------------------- commits
     def flush(self, message: str | None = None) -> bool:
         """Publish the transaction as the next snapshot (a version, with ``message``); False when there was nothing to flush."""
-        with self.write_lock:
+        with self.write_lock, _gc.paused():
             t = self.txn
             if not t.changed and not t.pending:
                 return False

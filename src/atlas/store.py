@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import codecs
-from . import _history, _metaio, _timetravel
+from . import _gc, _history, _metaio, _timetravel
 from ._box import read_box
 from ._staged import Stage, StagedResult
 from ._state import StoreState, Transaction
@@ -59,8 +59,9 @@ def _load_meta(storage: Storage) -> tuple[StoreMeta, str, str]:
         assert hit is not None
         return hit[1], hit[2], hit[3]
     where = f"{storage.location}/{META_PATH}"
-    obj, fmt, comp = _metaio.decode(data, where)
-    meta = StoreMeta.from_dict(obj, where)
+    with _gc.paused():
+        obj, fmt, comp = _metaio.decode(data, where)
+        meta = StoreMeta.from_dict(obj, where)
     if stamp is not None:
         _PARSED[key] = (stamp, meta, fmt, comp)
     return meta, fmt, comp

@@ -20,7 +20,7 @@ for such a variable and gives the encoding back on read:
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import numpy as np
 
