@@ -38,6 +38,19 @@ def _run(threads: list[threading.Thread], timeout: float = 120) -> None:
         assert not t.is_alive(), "a thread hangs"
 
 
+def _flusher(store: atlas.Atlas, stop: threading.Event, errors: list[BaseException], count: list[int],
+             pause: float = 0.0) -> None:
+    """Flush until ``stop`` is set, counting flushes in ``count[0]``; errors go to ``errors``."""
+    try:
+        while not stop.is_set():
+            store.flush()
+            count[0] += 1
+            if pause:
+                time.sleep(pause)
+    except BaseException as e:  # noqa: BLE001
+        errors.append(e)
+
+
 def test_writes_racing_flushes_are_never_lost(tmp_path):
     """Single-cell writes while another thread flushes: every write that returned is stored."""
     store = atlas.Atlas.create(tmp_path / "s")
@@ -67,15 +80,7 @@ def test_writes_racing_flushes_are_never_lost(tmp_path):
         finally:
             stop.set()
 
-    def flusher() -> None:
-        try:
-            while not stop.is_set():
-                store.flush()
-                flushes[0] += 1
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    _run([threading.Thread(target=writer), threading.Thread(target=flusher)])
+    _run([threading.Thread(target=writer), threading.Thread(target=_flusher, args=(store, stop, errors, flushes))])
     assert not errors, errors
     store.flush()
     assert flushes[0] >= 20, "the flusher never raced the writer"
@@ -112,14 +117,6 @@ def test_reads_never_see_older_data_than_finished_writes(tmp_path):
         finally:
             stop.set()
 
-    def flusher() -> None:
-        try:
-            while not stop.is_set():
-                store.flush()
-                time.sleep(0.001)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
     checks = [0]
 
     def reader() -> None:
@@ -139,7 +136,7 @@ def test_reads_never_see_older_data_than_finished_writes(tmp_path):
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    _run([threading.Thread(target=writer), threading.Thread(target=flusher)]
+    _run([threading.Thread(target=writer), threading.Thread(target=_flusher, args=(store, stop, errors, [0], 0.001))]
          + [threading.Thread(target=reader) for _ in range(3)])
     assert not errors, errors[0]
     assert checks[0] > 20

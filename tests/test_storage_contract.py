@@ -56,6 +56,27 @@ def data(n: int, seed: int = 0) -> bytes:
     return bytes((i * 31 + seed * 7 + (i >> 8)) % 251 for i in range(n))
 
 
+def _race_commits(handles: list[Storage], r: int) -> tuple[dict[int, str], list[int]]:
+    """Every handle commits ``round r by k`` at the same moment: ``({k: "won"/"refused"}, winners)``."""
+    outcome: dict[int, str] = {}
+    go = threading.Barrier(len(handles))
+
+    def attempt(k: int) -> None:
+        go.wait()
+        try:
+            handles[k].commit("atlas.meta", f"round {r} by {k}".encode())
+            outcome[k] = "won"
+        except ConcurrentWriteError:
+            outcome[k] = "refused"
+
+    threads = [threading.Thread(target=attempt, args=(k,)) for k in range(len(handles))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return outcome, [k for k, o in outcome.items() if o == "won"]
+
+
 class TestStorageContract:
     # ------------------------------------------------------------------ whole reads and writes
     def test_write_bytes_then_read_whole(self, where):
@@ -235,23 +256,7 @@ class TestStorageContract:
         for r in range(1, 4):
             for h in handles:
                 h.read("atlas.meta")
-            outcome: dict[int, str] = {}
-            go = threading.Barrier(len(handles))
-
-            def attempt(k: int) -> None:
-                go.wait()
-                try:
-                    handles[k].commit("atlas.meta", f"round {r} by {k}".encode())
-                    outcome[k] = "won"
-                except ConcurrentWriteError:
-                    outcome[k] = "refused"
-
-            threads = [threading.Thread(target=attempt, args=(k,)) for k in range(len(handles))]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            winners = [k for k, o in outcome.items() if o == "won"]
+            outcome, winners = _race_commits(handles, r)
             assert len(outcome) == len(handles) and len(winners) == 1, outcome
             assert bytes(where.handle().read("atlas.meta")) == f"round {r} by {winners[0]}".encode()
 
@@ -377,23 +382,7 @@ def test_local_disk_and_localstore_handles_on_one_folder_exclude_each_other(tmp_
         if r:  # round 0 races to create the file, the others to replace what all of them read
             for h in handles:
                 h.read("atlas.meta")
-        outcome: dict[int, str] = {}
-        go = threading.Barrier(len(handles))
-
-        def attempt(k: int) -> None:
-            go.wait()
-            try:
-                handles[k].commit("atlas.meta", f"round {r} by {k}".encode())
-                outcome[k] = "won"
-            except ConcurrentWriteError:
-                outcome[k] = "refused"
-
-        threads = [threading.Thread(target=attempt, args=(k,)) for k in range(len(handles))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        winners = [k for k, o in outcome.items() if o == "won"]
+        outcome, winners = _race_commits(handles, r)
         assert len(outcome) == len(handles) and len(winners) == 1, (r, outcome)
         assert bytes(kinds[r % 2]().read("atlas.meta")) == f"round {r} by {winners[0]}".encode()
     assert LocalStorage(root).list() == ["atlas.meta"]

@@ -8,7 +8,7 @@ serialises writes (the store's write lock), so no update of a chunk is lost.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -17,13 +17,11 @@ from ._chunks import encode_strings
 from ._lazy import K
 from ._meta import ArrayMeta
 from ._pending import Pending
-from ._read import PARALLEL_MIN_BYTES, View, load_chunk, pad, pad_count
+from ._read import _WORD, PARALLEL_MIN_BYTES, View, load_chunk, pad, pad_count
 from ._stats import chunk_stats
 
 SOLO_FRAME = 16 * 1024  # a chunk this large is compressed on its own, when it is written
 MAX_CHUNK_BYTES = 2**31 - 2**25  # a chunk is built whole in memory and compressed as one frame (lz4's limit)
-
-_WORD: dict[int, np.dtype[Any]] = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
 
 
 def mask_bytes(mask: np.ndarray) -> bytes:

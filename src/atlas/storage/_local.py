@@ -140,18 +140,11 @@ class LocalStorage(Storage):
         full = self._abs(path)
         d = os.path.dirname(full)
         os.makedirs(d, exist_ok=True)
-        tmp = f"{full}.{uuid.uuid4().hex[:12]}.tmp"
+        tmp = _durable_tmp(full, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, full)  # atomic, and fails if the name exists: complete content or nothing
         finally:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _unlink_quietly(tmp)
         _fsync_dir(d)
 
     def peek(self, path: str) -> bytes:
@@ -159,18 +152,11 @@ class LocalStorage(Storage):
             return f.read()
 
     def _replace(self, full: str, d: str, data: Buffer) -> None:
-        tmp = f"{full}.{uuid.uuid4().hex[:12]}.tmp"
+        tmp = _durable_tmp(full, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, full)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _unlink_quietly(tmp)
             raise
         _fsync_dir(d)
 
@@ -244,6 +230,27 @@ class LocalStorage(Storage):
 
 
 LOCK_NAME = "atlas.lock"
+
+
+def _durable_tmp(full: str, data: Buffer) -> str:
+    """``data`` in a new, fsynced temporary file beside ``full``; its path (removed again on failure)."""
+    tmp = f"{full}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:
