@@ -50,8 +50,8 @@ from atlas.errors import ConcurrentWriteError, CorruptStoreError  # noqa: E402
 from test_faults import _fill, _state  # noqa: E402  (tests/ is on sys.path: pytest's "prepend" import mode)
 
 FAULTY_UA = "atlas-fault-injection"
-CLIENT_TIMEOUT = 1.0  # seconds: the faulty handle's request timeout
-LATE = 1.4  # seconds: how late a "timeout" reply comes (after the client gave up)
+CLIENT_TIMEOUT = 2.0  # seconds: the faulty handle's request timeout (1 s gave spurious timeouts late in a warm full run, when the moto server thread in the test process stalled)
+LATE = 2.4  # seconds: how late a "timeout" reply comes (after the client gave up)
 _ERROR_XML = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
               b'<Message>We encountered an internal error. Please try again. (injected)</Message></Error>')
 
