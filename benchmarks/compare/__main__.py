@@ -92,6 +92,7 @@ def child(system: str, workload: str, op: str, path: str, n: int) -> dict[str, A
     times = []
     t_end = time.perf_counter() + BUDGET_S
     while len(times) < MIN_RUNS or (len(times) < MAX_RUNS and time.perf_counter() < t_end):
+        drv.forget()
         t = time.perf_counter()
         got = _run_op(drv, op, path, w)
         times.append(time.perf_counter() - t)

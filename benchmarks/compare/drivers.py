@@ -69,6 +69,9 @@ class Driver:
     def close(self, h: Any) -> None:
         pass
 
+    def forget(self) -> None:
+        """Drop what the process kept from earlier runs (called before every timed run, untimed)."""
+
     # -- whole operations (peers with asynchronous APIs override these)
     def read_all(self, h: Any, names: list[str], w: Workload) -> int:
         return sum(len(self.read(h, n, w)) for n in names)
@@ -131,6 +134,13 @@ class AtlasDriver(Driver):
         import atlas
 
         return atlas.Atlas.open(path)
+
+    def forget(self) -> None:
+        # atlas shares parsed metadata, chunk indexes and small frames between the handles of a
+        # process; a timed run must not reuse what the previous run loaded (the reference has none)
+        import sys
+
+        getattr(sys.modules.get("atlas.store"), "_forget_process_caches", lambda: None)()
 
     def list(self, h: Any) -> list[str]:
         return h.list_datasets()

@@ -62,6 +62,11 @@ class _Cache:
         hit = self.items.get(key)
         return None if hit is None else hit[0]
 
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.size = 0
+
     def put(self, key: Any, value: Any, n: int) -> None:
         with self.lock:
             if key not in self.items:

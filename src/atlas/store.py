@@ -67,6 +67,16 @@ def _load_meta(storage: Storage) -> tuple[StoreMeta, str, str]:
     return meta, fmt, comp
 
 
+def _forget_process_caches() -> None:
+    """Drop what this process shares between handles: parsed metadata, decoded indexes and
+    frames (the comparison harness times reads as a fresh process would do them)."""
+    from ._frames import _FRAMES, _INDEXES
+
+    _PARSED.clear()
+    _FRAMES.clear()
+    _INDEXES.clear()
+
+
 def _reopen_version(storage: Storage, version: int) -> "Atlas":
     """Unpickle a handle on a past version (reopened read-only in the receiving process)."""
     return Atlas.open(storage, version=version)
