@@ -330,7 +330,7 @@ def _stat_raw(values: Sequence[Any], dt: np.ndarray, dtypes: list[str],
     return out, valid
 
 
-def _family_values(f: str, obj: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _family_values(f: str, obj: Any, valid: np.ndarray) -> np.ndarray:
     if f == "f":
         sub = obj.copy()
         sub[~valid] = None
@@ -435,7 +435,7 @@ def _cat(a: Optional[np.ndarray], b: Optional[np.ndarray], dt: np.dtype, n_a: in
 
 
 def _merge_attr(o: Optional[AttrRaw], d: Optional[AttrRaw], n_o: int, n_d: int, src: np.ndarray) -> Optional[AttrRaw]:
-    kind = _cat(o and o.kind, d and d.kind, np.dtype(np.int8), n_o, n_d, src)
+    kind = _cat(None if o is None else o.kind, None if d is None else d.kind, np.dtype(np.int8), n_o, n_d, src)
     codes = set(np.unique(kind).tolist()) - {0}
     if not codes:
         return None
@@ -456,11 +456,11 @@ def _merge_array(o: Optional[ArrayRaw], d: Optional[ArrayRaw], n_o: int, n_d: in
         d_dt = np.array([dtypes.index(x) for x in d.dtypes] + [-1], np.int8)[d.dt]
         sno = {s: i for i, s in enumerate(shapes)}
         d_sh = np.array([sno[s] for s in d.shapes] + [-1], np.int64)[d.sh]
-    dt = _cat(o and o.dt, d_dt, np.dtype(np.int8), n_o, n_d, src, -1)
+    dt = _cat(None if o is None else o.dt, d_dt, np.dtype(np.int8), n_o, n_d, src, -1)
     used = np.unique(dt[dt >= 0])
     if used.size == 0:
         return None
-    sh = _cat(o and o.sh, d_sh, np.dtype(np.int64), n_o, n_d, src, -1)
+    sh = _cat(None if o is None else o.sh, d_sh, np.dtype(np.int64), n_o, n_d, src, -1)
     if used.size < len(dtypes):  # forget dtypes no row has any more
         lut = np.full(len(dtypes) + 1, -1, np.int8)
         lut[used] = np.arange(used.size)
@@ -473,8 +473,8 @@ def _merge_array(o: Optional[ArrayRaw], d: Optional[ArrayRaw], n_o: int, n_d: in
         shapes = [shapes[i] for i in sused.tolist()]
         sh = slut[sh]
     fams = {family(x) for x in dtypes}
-    has = _cat(o and o.has, d and d.has, np.dtype(bool), n_o, n_d, src)
-    nn = _cat(o and o.nn, d and d.nn, np.dtype(np.int64), n_o, n_d, src)
+    has = _cat(None if o is None else o.has, None if d is None else d.has, np.dtype(bool), n_o, n_d, src)
+    nn = _cat(None if o is None else o.nn, None if d is None else d.nn, np.dtype(np.int64), n_o, n_d, src)
 
     def stat(om: Optional[dict[str, np.ndarray]], dm: Optional[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         out = {}
@@ -482,10 +482,10 @@ def _merge_array(o: Optional[ArrayRaw], d: Optional[ArrayRaw], n_o: int, n_d: in
             out[f] = _cat(om.get(f) if om else None, dm.get(f) if dm else None, FAMILIES[f], n_o, n_d, src)
         return out
 
-    mn = stat(o and o.mn, d and d.mn)
-    mx = stat(o and o.mx, d and d.mx)
-    mnv = _cat(o and o.mnv, d and d.mnv, np.dtype(bool), n_o, n_d, src)
-    mxv = _cat(o and o.mxv, d and d.mxv, np.dtype(bool), n_o, n_d, src)
+    mn = stat(None if o is None else o.mn, None if d is None else d.mn)
+    mx = stat(None if o is None else o.mx, None if d is None else d.mx)
+    mnv = _cat(None if o is None else o.mnv, None if d is None else d.mnv, np.dtype(bool), n_o, n_d, src)
+    mxv = _cat(None if o is None else o.mxv, None if d is None else d.mxv, np.dtype(bool), n_o, n_d, src)
     return ArrayRaw(dtypes, dt, shapes, sh, has, nn, mn, mnv, mx, mxv)
 
 
@@ -532,11 +532,14 @@ def _attr_column(a: AttrRaw, n: int) -> Column:
     for code, v in a.vals.items():
         kind = ATTR_KINDS[code - 1]
         rows = np.flatnonzero(a.kind == code)
-        conv: Callable[[Any], Any] = {"float64": float, "int64": int, "bool": bool, "string": str,
-                                      D.TIMESTAMP: _ns}[kind]
+        conv = _ATTR_CONV[kind]
         for r, x in zip(rows.tolist(), v[rows].tolist()):
             mixed[r] = conv(x)  # one by one: a list would be made an array first (datetime64 -> int)
     return Column("object", mixed, present)
+
+
+_ATTR_CONV: dict[str, Callable[[Any], Any]] = {"float64": float, "int64": int, "bool": bool, "string": str,
+                                               D.TIMESTAMP: lambda x: np.datetime64(x, "ns")}
 
 
 def _stat_kind(dtypes: set[str]) -> str:
@@ -578,7 +581,7 @@ def _stat_column(x: ArrayRaw, vals: dict[str, np.ndarray], has_value: np.ndarray
             if family(dtype) != fam:
                 continue
             rows = np.flatnonzero((x.dt == i) & valid)
-            conv: Callable[[Any], Any] = (_ns if dtype == D.TIMESTAMP else float if family(dtype) == "f" else _same)
+            conv: Callable[[Any], Any] = _ns if dtype == D.TIMESTAMP else float if family(dtype) == "f" else _same
             for r, t in zip(rows.tolist(), v[rows].tolist()):
                 obj[r] = conv(t)
     return Column("object", obj, valid)
