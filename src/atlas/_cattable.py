@@ -108,6 +108,14 @@ class RawTable:
     attrs: dict[str, AttrRaw]
     arrays: dict[str, ArrayRaw]
     _table: Optional[Table] = field(default=None, repr=False, compare=False)
+    _rows: Optional[dict[str, int]] = field(default=None, repr=False, compare=False)
+
+    def row_of(self) -> dict[str, int]:
+        """``{dataset name: row}`` (made once; shared by the next table when the names stay)."""
+        r = self._rows
+        if r is None:
+            r = self._rows = {n: i for i, n in enumerate(self.names)}
+        return r
 
     def table(self) -> Table:
         """The finalized columns (computed once; a pure function of the rows)."""
@@ -360,10 +368,18 @@ def merge(base: RawTable, base_meta: StoreMeta, new_names: list[str], touched: s
     if not touched:
         return base
     d = build(delta)
-    is_new = np.fromiter((n in touched for n in new_names), bool, len(new_names))
-    keep = np.fromiter((n not in touched for n in base.names), bool, len(base.names))
     n_old = len(base.names)
     order = {n: i for i, n in enumerate(d.names)}
+    if len(new_names) == n_old and len(d.names) == len(touched):
+        # the usual flush: datasets changed where they are (none created, deleted or moved)
+        row_of = base.row_of()
+        rows = [row_of.get(n, -1) for n in d.names]
+        if all(r >= 0 and new_names[r] == n for n, r in zip(d.names, rows)):
+            src = np.arange(n_old, dtype=np.int64)
+            src[rows] = n_old + np.arange(len(rows))
+            return _assemble(base, base_meta, d, delta, src, base.names, row_of)
+    is_new = np.fromiter((n in touched for n in new_names), bool, len(new_names))
+    keep = np.fromiter((n not in touched for n in base.names), bool, len(base.names))
     newpos = [order.get(n, -1) for n in (new_names[i] for i in np.flatnonzero(is_new).tolist())]
     kept = np.flatnonzero(keep)
     if (len(kept) != len(new_names) - len(newpos) or len(newpos) != len(d.names) or -1 in newpos
@@ -372,7 +388,13 @@ def merge(base: RawTable, base_meta: StoreMeta, new_names: list[str], touched: s
     src = np.empty(len(new_names), np.int64)
     src[~is_new] = kept
     src[is_new] = n_old + np.asarray(newpos, np.int64)
-    n_d = len(d.names)
+    return _assemble(base, base_meta, d, delta, src, new_names, None)
+
+
+def _assemble(base: RawTable, base_meta: StoreMeta, d: RawTable, delta: Rows, src: np.ndarray, new_names: list[str],
+              row_of: Optional[dict[str, int]]) -> RawTable:
+    """Row ``i`` of the result is row ``src[i]`` of ``base`` followed by ``d`` (the rows of ``delta``)."""
+    n_old, n_d = len(base.names), len(d.names)
     attrs = {}
     for k in dict.fromkeys(chain(base.attrs, d.attrs)):
         a = _merge_attr(base.attrs.get(k), d.attrs.get(k), n_old, n_d, src)
@@ -396,7 +418,7 @@ def merge(base: RawTable, base_meta: StoreMeta, new_names: list[str], touched: s
 
     attrs = _ordered(attrs, {k: a.kind != 0 for k, a in attrs.items()}, row_keys(0))
     arrays = _ordered(arrays, {k: x.dt >= 0 for k, x in arrays.items()}, row_keys(1))
-    return RawTable(new_names, attrs, arrays)
+    return RawTable(new_names, attrs, arrays, _rows=row_of)
 
 
 def _entry_keys(entry: Any, which: int) -> list[str]:
