@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import numpy as np
 
 from . import dtypes as D
-from ._cattable import STAT_FIELDS, Rows, Table, build, capture, merge
+from ._catcolumns import STAT_FIELDS, Table
+from ._cattable import Rows, build, capture, merge
 from ._query import NUMERIC_KINDS, Column, evaluate
 
 if TYPE_CHECKING:
