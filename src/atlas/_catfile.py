@@ -36,13 +36,12 @@ import zstandard
 from . import codecs
 from . import dtypes as D
 from ._cattable import ACODE, ADTYPE, FAMILIES, ArrayRaw, AttrRaw, RawTable, build, capture, family, merge
-from ._meta import CatalogLocation, StoreMeta
+from ._meta import CATALOG_DIR, CatalogLocation, StoreMeta
 from .errors import CorruptStoreError
 from .storage import Storage
 
 log = logging.getLogger(__name__)
 
-CATALOG_DIR = "catalog"
 MAGIC = b"ATLASCT1"
 _HEADER = struct.Struct("<8sQ")
 #: stores with fewer datasets get no catalog file: building their catalog from the metadata takes

@@ -33,9 +33,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
-from ._catfile import CATALOG_DIR
 from ._frames import FrameReader
-from ._meta import META_PATH, IndexLocation, Physical, StoreMeta, validate_name
+from ._meta import CATALOG_DIR, META_PATH, IndexLocation, Physical, StoreMeta, validate_name
 from . import _metaio
 from .errors import VersionNotFoundError
 from .storage import Storage

@@ -39,6 +39,7 @@ class cached_property:  # noqa: N801 - functools' version takes a lock per first
 
 FORMAT_VERSION = 1
 META_PATH = "atlas.meta"
+CATALOG_DIR = "catalog"  # catalog files (see ``atlas._catfile``)
 
 
 def f2j(x: Any) -> Any:
@@ -377,7 +378,7 @@ class CatalogLocation(NamedTuple):
     def from_list(cls, v: Any) -> "CatalogLocation":
         """Decode the metadata's entry (``ValueError`` if malformed or outside ``catalog/``)."""
         path, length, raw, crc, rows = v
-        if not isinstance(path, str) or not _inside(path, "catalog/"):
+        if not isinstance(path, str) or not _inside(path, CATALOG_DIR + "/"):
             raise ValueError(f"bad catalog path {path!r}")
         if any(type(x) is not int or x < 0 for x in (length, raw, crc, rows)) or crc >= 2**32:
             raise ValueError(f"bad catalog location {v!r}")

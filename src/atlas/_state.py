@@ -19,17 +19,20 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from . import _catfile, _commit, _gc, _history, _read, _resize, _write
-from ._cattable import RawTable
+from . import _commit, _gc, _history, _read, _resize, _write
 from ._frames import FrameReader
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._pending import PendingStore
 from ._segments import ChunkIndex
 from .storage import Storage
+
+if TYPE_CHECKING:  # the catalog modules load on first use (``import atlas`` stays light)
+    from . import _catfile
+    from ._cattable import RawTable
 
 
 def default_pending_budget() -> int:
@@ -140,6 +143,8 @@ class Snapshot:
             with self._cat_lock:
                 c = self._catalog
                 if c is None:
+                    from . import _catfile
+
                     pin = self.pin()  # noqa: F841 - keeps the file on disk while it is read
                     try:
                         c = self._catalog = _catfile.load(self.frames.storage, self.meta)
@@ -382,6 +387,8 @@ class StoreState:
             return True
 
     def _next_catalog(self, base: Snapshot, touched: frozenset[str]) -> "_NextCatalog":
+        from . import _catfile
+
         return _NextCatalog(_catfile.NextCatalog(self.storage, base.meta, base.catalog, touched)
                             if self.catalog_files else None)
 
@@ -429,6 +436,8 @@ class StoreState:
         t = self.txn
         pin = t.base.pin()  # noqa: F841
         try:
+            from . import _catfile
+
             return _commit.verify(self.frames, t.base.meta) + _catfile.verify(self.storage, t.base.meta)
         finally:
             del pin
