@@ -23,7 +23,7 @@ def kernel(name: str) -> Callable[..., Any]:
     for mod in (grid, gather, stats):
         fn = getattr(mod, name, None)
         if fn is not None:
-            return fn  # type: ignore[no-any-return]
+            return fn
     raise AttributeError(name)
 
 

@@ -175,12 +175,14 @@ def copy_boxes(src: np.ndarray, src_off: np.ndarray, src_shape: np.ndarray, src_
 
 
 # ---------------------------------------------------------------------------- statistics
-def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
+def chunk_stats(buf: np.ndarray, chunk_shape: np.ndarray, valid: np.ndarray, has_fill: bool, fill: Any, fill_is_nan: bool,
+                skip_nan: bool, skip_value: bool, skip: Any) -> tuple[np.ndarray, ...]:
     """``stats.chunk_stats`` in NumPy (no written-cells mask)."""
     return chunk_stats_masked(buf, _NO_MASK, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip)
 
 
-def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
+def chunk_stats_masked(buf: np.ndarray, written: np.ndarray, chunk_shape: np.ndarray, valid: np.ndarray, has_fill: bool,
+                       fill: Any, fill_is_nan: bool, skip_nan: bool, skip_value: bool, skip: Any) -> tuple[np.ndarray, ...]:
     """``stats.chunk_stats_masked`` in NumPy, chunk by chunk."""
     k = valid.shape[0]
     shape = tuple(int(x) for x in chunk_shape)
@@ -214,11 +216,12 @@ def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is
 
 
 # ---------------------------------------------------------------------------- the rule
-def _plan_fits(shape, chunk, start, count) -> bool:
+def _plan_fits(shape: np.ndarray, chunk: np.ndarray, start: np.ndarray, count: np.ndarray) -> bool:
     return _touched(chunk.tolist(), start.tolist(), count.tolist()) <= SMALL_PIECES
 
 
-def _copy_fits(src, src_off, src_shape, src_start, dst, *rest) -> bool:
+def _copy_fits(src: np.ndarray, src_off: np.ndarray, src_shape: np.ndarray, src_start: np.ndarray, dst: np.ndarray,
+               *rest: Any) -> bool:
     return src_off.shape[0] <= SMALL_PIECES and min(src.nbytes, dst.nbytes) <= SMALL_BYTES
 
 
