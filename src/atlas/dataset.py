@@ -82,11 +82,11 @@ class DatasetView:
         Each spec takes :meth:`define_array`'s keywords (``chunk_shape`` and ``fill_value``
         optional). All are checked before any is defined: one bad spec defines none.
         """
-        if not isinstance(specs, Mapping):
+        if type(specs) is not dict and not isinstance(specs, Mapping):
             raise TypeError(f"specs must be a mapping of array name to keywords, got {type(specs).__name__}")
         made = []
         for name, spec in specs.items():
-            if not isinstance(spec, Mapping):
+            if type(spec) is not dict and not isinstance(spec, Mapping):
                 raise TypeError(f"spec of array {name!r} must be a mapping of define_array keywords, got {spec!r}")
             unknown = set(spec) - {"dtype", "dims", "shape", "chunk_shape", "fill_value"}
             if unknown or not {"dtype", "dims", "shape"} <= set(spec):
@@ -148,7 +148,7 @@ class DatasetView:
         Every array and every box is checked before anything is written (one bad entry
         writes none), and no flush can fall between two of the writes.
         """
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise TypeError(f"data must be a mapping of array name to ndarray, got {type(data).__name__}")
         st = self._atlas._state
         with st.write_lock:
