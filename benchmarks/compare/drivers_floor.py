@@ -103,7 +103,8 @@ class FloorDriver(Driver):
     def open(self, path: str) -> Any:
         with open(os.path.join(path, "names.json")) as f:
             names = json.load(f)
-        return {"path": path, "names": names, "row": {n: i for i, n in enumerate(names)}, "idx": {}, "fd": {}}
+        return {"path": path, "names": names, "row": {n: i for i, n in enumerate(names)}, "idx": {}, "fd": {},
+                "lock": threading.Lock()}
 
     def close(self, h: Any) -> None:
         for fd in h["fd"].values():
@@ -116,8 +117,11 @@ class FloorDriver(Driver):
         """Compressed frames ``first..last-1`` of dataset ``row`` (one read)."""
         idx = h["idx"].get(var)
         if idx is None:
-            idx = h["idx"][var] = np.load(os.path.join(h["path"], f"{var}.idx.npy"))
-            h["fd"][var] = os.open(os.path.join(h["path"], f"{var}.bin"), os.O_RDONLY)
+            with h["lock"]:  # the pool's threads open an array name once
+                if var not in h["idx"]:
+                    h["fd"][var] = os.open(os.path.join(h["path"], f"{var}.bin"), os.O_RDONLY)
+                    h["idx"][var] = np.load(os.path.join(h["path"], f"{var}.idx.npy"))
+                idx = h["idx"][var]
         o = idx[row]
         buf = memoryview(os.pread(h["fd"][var], int(o[last] - o[first]), int(o[first])))
         base = int(o[first])
