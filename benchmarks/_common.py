@@ -156,11 +156,12 @@ _warmed = False
 
 
 def _warm_stats() -> None:
-    """The statistics kernel for the dtypes the benchmarks write (the tiny round trips
-    above summarise their few cells with NumPy, which compiles nothing)."""
+    """The statistics kernel for the dtypes the benchmarks write (a tiny round trip's few
+    cells alone would be summarised with NumPy: atlas._small)."""
+    from atlas import _small
     from atlas._kernels import stats
 
-    n = stats.SMALL_CELLS + 1
+    n = _small.SMALL_CELLS + 1
     for dt in (np.float32, np.float64, np.int64):
         for writable in (True, False):
             buf = np.zeros(n, dt)

@@ -1,12 +1,14 @@
 """asv benchmarks: first-call latency in a fresh interpreter (``timeraw_``).
 
 * ``timeraw_first_read_cold``: ``import atlas`` and ``Atlas.open`` untimed, then the first
-  ``read_array`` (a box over 2 x 2 x 2 chunks of a (24, 90, 180) float32 array) timed, with
-  ``NUMBA_CACHE_DIR`` pointed at a new, empty directory: numba is imported and every
-  kernel of the read path is compiled.
+  ``read_array`` (a box over 2 x 2 x 2 chunks of a (24, 90, 180) float32 array, 43 KB)
+  timed, with ``NUMBA_CACHE_DIR`` pointed at a new, empty directory. A request this small
+  runs the NumPy versions of the kernels (``atlas._small``): numba is not imported.
 * ``timeraw_first_read_warm``: the same with a cache directory populated in
-  ``setup_cache`` (by running the same read once): numba is imported and the kernels are
-  loaded from the cache.
+  ``setup_cache``.
+* ``timeraw_first_large_read_cold`` / ``_warm``: the first read of the whole array
+  (16 chunks, 1.5 MB): the copy kernel's size, so numba is imported and the kernel is
+  compiled (cold) or loaded from the cache (warm).
 * ``timeraw_script_warm``: ``import atlas`` + open + the first read, all timed, warm cache
   (what a short script pays).
 
@@ -29,6 +31,7 @@ import tempfile
 from . import _common as C
 
 _READ = 'ds.read_array("temp", (3, 30, 60), (6, 30, 60))'
+_READ_LARGE = 'ds.read_array("temp")\nimport sys\nassert "numba" in sys.modules, "a large read ran no kernel"'
 _QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "01_quickstart.py")
 
 
@@ -62,12 +65,12 @@ class FirstCall:
         warm = os.path.abspath("numba_warm")
         shutil.rmtree(warm, ignore_errors=True)
         os.makedirs(warm)
-        proc = subprocess.run([sys.executable, "-c", _setup_code(warm, store) + _READ + "\n"],
+        proc = subprocess.run([sys.executable, "-c", _setup_code(warm, store) + _READ_LARGE + "\n"],
                               capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"populating the numba cache failed:\n{proc.stderr}")
         if not any(f.endswith(".nbi") for _, _, fs in os.walk(warm) for f in fs):
-            raise RuntimeError(f"the first read wrote no numba cache index under {warm}")
+            raise RuntimeError(f"the first large read wrote no numba cache index under {warm}")
         proc = subprocess.run([sys.executable, "-c", _quickstart_code(warm)], capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"running the quick start failed:\n{proc.stderr}")
@@ -85,6 +88,12 @@ class FirstCall:
 
     def timeraw_first_read_warm(self, paths):
         return _READ, _setup_code(paths["warm"], paths["store"])
+
+    def timeraw_first_large_read_cold(self, paths):
+        return _READ_LARGE, _setup_code(tempfile.mkdtemp(dir=self.tmp), paths["store"])
+
+    def timeraw_first_large_read_warm(self, paths):
+        return _READ_LARGE, _setup_code(paths["warm"], paths["store"])
 
     def timeraw_script_warm(self, paths):
         return _setup_code(paths["warm"], paths["store"]) + _READ, ""

@@ -3,6 +3,7 @@ DatasetView.read_arrays / define_arrays / write_arrays; and their reads overlap 
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -130,35 +131,68 @@ def test_define_and_write_arrays_are_all_or_nothing(tmp_path):
     np.testing.assert_array_equal(back.read_array("y"), [0.5, 0.5, 0.0, 1.0])
 
 
-def test_batched_reads_overlap_on_the_pool(tmp_path, monkeypatch):
-    """Big enough parts of one batch run on several pool threads at once."""
-    monkeypatch.setattr(atlas._executor, "_size", 2)
+def _overlap_spy(monkeypatch):
+    """Make the first decompression wait (up to 10 s) until a second one runs at the same moment;
+    returns the set of thread names that decompressed and the barrier (broken: no overlap)."""
+    seen: set[str] = set()
+    real = atlas.codecs.decompress
+    barrier = threading.Barrier(2, timeout=10)
+
+    calls = itertools.count()
+
+    def spy(*a, **k):
+        seen.add(threading.current_thread().name)
+        if next(calls) < 2:  # the first two decompressions must meet
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+        return real(*a, **k)
+
+    monkeypatch.setattr(atlas.codecs, "decompress", spy)
+    return seen, barrier, lambda: monkeypatch.setattr(atlas.codecs, "decompress", real)
+
+
+def _big_store(tmp_path, arrays, n_datasets):
     store = atlas.Atlas.create(tmp_path / "s")
     rng = np.random.default_rng(0)
-    arrays = [f"v{k}" for k in range(4)]
-    for i in range(4):
+    for i in range(n_datasets):
         d = store.create_dataset(f"d{i}")
         for a in arrays:
             d.define_array(a, "float64", ["x"], [2**16], [2**13])
             d.write_array(a, [0], rng.random(2**16))
     store.flush()
+    return atlas.Atlas.open(tmp_path / "s")  # a fresh handle: no frame cached, indexes read before the spy
+
+
+def test_batched_reads_overlap_on_the_pool(tmp_path, monkeypatch):
+    """The parts of one batch are decoded on several pool threads at once."""
+    monkeypatch.setattr(atlas._executor, "_size", 2)
+    arrays = [f"v{k}" for k in range(4)]
+    store = _big_store(tmp_path, arrays, 4)
     names = store.list_datasets()
-    seen: set[str] = set()
-    real = _read.read
-    barrier = threading.Barrier(2, timeout=10)
-
-    def spy(view, name, *a, **k):
-        seen.add(threading.current_thread().name)
-        try:
-            barrier.wait()  # two reads of the batch must be running at the same moment
-        except threading.BrokenBarrierError:
-            pass
-        return real(view, name, *a, **k)
-
-    monkeypatch.setattr(_read, "read", spy)
+    for a in arrays:
+        store.open_dataset(names[0]).array_meta(a)
+        store._state.txn.base.index(a)  # chunk indexes loaded before the spy counts decodes
+    seen, barrier, undo = _overlap_spy(monkeypatch)
     got = store.read_arrays_across(arrays, names, stacked=True)
-    assert not barrier.broken, "the reads of one batch did not run concurrently"
+    assert not barrier.broken, "the reads of one batch were not decoded concurrently"
     assert len(seen) >= 2 and all(t.startswith("atlas") for t in seen), seen
-    monkeypatch.setattr(_read, "read", real)
+    undo()
     for a in arrays:
         np.testing.assert_array_equal(got[a], store.read_array_across_stacked(a, names))
+
+
+def test_one_big_array_is_decoded_on_several_threads(tmp_path, monkeypatch):
+    """A single array whose frames lie back to back in one segment (one coalesced range) still
+    spreads its decoding over the pool."""
+    monkeypatch.setattr(atlas._executor, "_size", 2)
+    store = _big_store(tmp_path, ["v"], 1)
+    d = store.open_dataset("d0")
+    store._state.txn.base.index("v")
+    seen, barrier, undo = _overlap_spy(monkeypatch)
+    got = d.read_array("v")
+    assert not barrier.broken, "the frames of one array were decoded one after the other"
+    assert len(seen) >= 2 and all(t.startswith("atlas") for t in seen), seen
+    undo()
+    np.testing.assert_array_equal(got, atlas.Atlas.open(tmp_path / "s").open_dataset("d0").read_array("v"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,8 +31,9 @@ def test_comparison_script_quick(script):
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_harness_runs_every_operation_at_tiny_size(workload, tmp_path):
     """One entry point, fresh processes: atlas and h5py measured and verified; tensorstore and
-    icechunk measured when installed, listed as "not installed" when not."""
-    systems = ["atlas", "h5py", "tensorstore", "icechunk"]
+    icechunk measured when installed, listed as "not installed" when not; the floor measured
+    but never the best peer."""
+    systems = ["atlas", "h5py", "tensorstore", "icechunk", "floor"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), os.environ.get("PYTHONPATH", "")]))
     p = subprocess.run([sys.executable, "-m", "benchmarks.compare", "--workload", workload, "--systems", ",".join(systems),
                         "--repeats", "1", "--datasets", "3", "--out", str(tmp_path)],
@@ -42,12 +44,16 @@ def test_harness_runs_every_operation_at_tiny_size(workload, tmp_path):
     assert res["n"] == 3
     for s in systems:
         r = res["systems"][s]
-        if importlib.util.find_spec(s) is None:
+        if importlib.util.find_spec("zstandard" if s == "floor" else s) is None:
             assert r == {"missing": True}
             continue
         assert set(r["median"]) == set(OPS), s
-        assert all(v > 0 for k, v in r["median"].items() if k != "ingest_rss"), (s, r["median"])
+        skipped = {"stats"} if s == "floor" else set()
+        assert all(v > 0 for k, v in r["median"].items() if k != "ingest_rss" and k not in skipped), (s, r["median"])
+        assert all(math.isnan(r["median"][k]) for k in skipped), (s, r["median"])
         assert r["verified"], s
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| operation")]
+    assert rows and not any(ln.split("|")[-3].strip() == "floor" for ln in rows)
     for label in OPS.values():
         assert label.replace(" (s)", "") in md
     assert "load average at start" in md

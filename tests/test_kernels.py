@@ -1,5 +1,6 @@
-"""The Numba kernels against plain-NumPy references (tests/reference.py), and the public API
-end to end against a NumPy model of the array."""
+"""The Numba kernels and their NumPy versions for small calls (atlas._small) against plain-NumPy
+references (tests/reference.py) and against each other, the rule choosing between them, and
+the public API end to end (both ways) against a NumPy model of the array."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import from_dtype
 
 import atlas
+from atlas import _small
 from atlas._kernels import gather, grid, stats
+from atlas._lazy import K
 
 sys.path.insert(0, os.path.dirname(__file__))
 import reference as ref  # noqa: E402
@@ -26,6 +29,17 @@ NUMERIC = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint
 TS = "timestamp_nanoseconds"
 NAT = int(np.iinfo(np.int64).min)
 I64 = st.integers(-(2**63), 2**63 - 1)
+
+#: every entry point of the engine, as the Numba kernel and as its NumPy version for small calls
+IMPL = {"kernel": {"plan_box": grid.plan_box, "valid_shapes": grid.valid_shapes, "lookup": grid.lookup,
+                   "copy_boxes": gather.copy_boxes, "chunk_stats": stats.chunk_stats,
+                   "chunk_stats_masked": stats.chunk_stats_masked},
+        "numpy": {name: small for name, (_, small) in _small.SMALL.items()}}
+PATHS = pytest.mark.parametrize("path", ["kernel", "numpy"])
+
+
+def test_every_engine_entry_point_has_both_versions():
+    assert set(IMPL["numpy"]) == set(IMPL["kernel"])
 
 
 def storage_dtype(kind: str) -> np.dtype:
@@ -111,11 +125,12 @@ def grid_case(draw, min_count=0):
     return a64(shape), a64(chunk), a64(start), a64(count)
 
 
+@PATHS
 @settings(max_examples=40, deadline=None)
-@given(grid_case())
-def test_plan_box_matches_reference(case):
+@given(case=grid_case())
+def test_plan_box_matches_reference(case, path):
     shape, chunk, start, count = case
-    got = grid.plan_box(shape, chunk, start, count)
+    got = IMPL[path]["plan_box"](shape, chunk, start, count)
     exp = ref.plan_box(shape, chunk, start, count)
     for name, g, e in zip(("chunk_ids", "src_start", "dst_start", "box"), got, exp):
         assert g.dtype == np.int64, name
@@ -124,19 +139,23 @@ def test_plan_box_matches_reference(case):
     assert int(got[3].prod(axis=1).sum()) == int(np.prod(count))
 
 
+@PATHS
 @settings(max_examples=40, deadline=None)
-@given(grid_case(), st.data())
-def test_valid_shapes_matches_reference(case, data):
+@given(case=grid_case(), data=st.data())
+def test_valid_shapes_matches_reference(case, data, path):
     shape, chunk, start, count = case
+    valid_shapes = IMPL[path]["valid_shapes"]
     ng = math.prod(ref._grid(shape, chunk))
     ids = np.asarray(data.draw(st.lists(st.integers(0, max(ng - 1, 0)), max_size=8)) if ng else [], np.int64)
-    np.testing.assert_array_equal(grid.valid_shapes(shape, chunk, ids), ref.valid_shapes(shape, chunk, ids))
+    got = valid_shapes(shape, chunk, ids)
+    assert got.dtype == np.int64 and got.shape == (len(ids), len(shape))
+    np.testing.assert_array_equal(got, ref.valid_shapes(shape, chunk, ids))
     every = np.arange(ng, dtype=np.int64)
-    v = grid.valid_shapes(shape, chunk, every)
+    v = valid_shapes(shape, chunk, every)
     np.testing.assert_array_equal(v, ref.valid_shapes(shape, chunk, every))
     assert int(v.prod(axis=1).sum()) == int(np.prod(shape))  # the chunks tile the array
-    ids2, _, _, _ = grid.plan_box(shape, chunk, start, count)
-    np.testing.assert_array_equal(grid.valid_shapes(shape, chunk, ids2), ref.valid_shapes(shape, chunk, ids2))
+    ids2, _, _, _ = IMPL[path]["plan_box"](shape, chunk, start, count)
+    np.testing.assert_array_equal(valid_shapes(shape, chunk, ids2), ref.valid_shapes(shape, chunk, ids2))
 
 
 @st.composite
@@ -155,12 +174,28 @@ def lookup_case(draw):
     return ka, kb, qa, qb
 
 
+@PATHS
 @settings(max_examples=40, deadline=None)
-@given(lookup_case())
-def test_lookup_matches_reference(case):
+@given(case=lookup_case())
+def test_lookup_matches_reference(case, path):
     ka, kb, qa, qb = case
-    got = grid.lookup(ka, kb, qa, qb)
+    got = IMPL[path]["lookup"](ka, kb, qa, qb)
     assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, ref.lookup(ka, kb, qa, qb))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(0, 80), st.integers(0, 2**32 - 1))
+def test_lookup_long_runs_numpy_equals_kernel(n_first, run, seed):
+    """Runs of equal first keys longer than the NumPy version scans at once (it bisects them)."""
+    rng = np.random.default_rng(seed)
+    ka = np.repeat(np.arange(n_first, dtype=np.int64), run)
+    kb = np.concatenate([np.sort(rng.choice(1000, run, replace=False)) for _ in range(n_first)]).astype(np.int64)
+    qa = rng.integers(-1, n_first + 1, 40).astype(np.int64)
+    qb = np.where(rng.random(40) < 0.5, rng.integers(0, 1000, 40), kb[rng.integers(0, max(len(kb), 1), 40)]
+                  if len(kb) else 0).astype(np.int64)
+    got = _small.lookup(ka, kb, qa, qb)
+    np.testing.assert_array_equal(got, grid.lookup(ka, kb, qa, qb))
     np.testing.assert_array_equal(got, ref.lookup(ka, kb, qa, qb))
 
 
@@ -211,18 +246,37 @@ def copy_case(draw, kind):
             np.asarray(dst_shape, np.int64), a2(dst_start), a2(box), isz)
 
 
+@PATHS
 @pytest.mark.parametrize("kind", NUMERIC)
 @settings(max_examples=20, deadline=None)
 @given(data=st.data())
-def test_copy_boxes_matches_reference(kind, data):
+def test_copy_boxes_matches_reference(kind, data, path):
     case = data.draw(copy_case(kind))
     src, src_off, src_shape, src_start, dst, dst_off, dst_shape, dst_start, box, isz = case
     exp = ref.copy_boxes(src, src_off, src_shape, src_start, dst, dst_off, dst_shape, dst_start, box, isz)
     src_before = src.copy()
     got = dst.copy()
-    gather.copy_boxes(src, src_off, src_shape, src_start, got, dst_off, dst_shape, dst_start, box, isz)
+    IMPL[path]["copy_boxes"](src, src_off, src_shape, src_start, got, dst_off, dst_shape, dst_start, box, isz)
     np.testing.assert_array_equal(got, exp)
     np.testing.assert_array_equal(src, src_before)
+
+
+@PATHS
+@pytest.mark.parametrize("where", ["src_off", "dst_off", "src_start", "dst_start", "box"])
+def test_copy_boxes_outside_its_buffer_raises_index_error(where, path):
+    """Both versions refuse a piece that would read or write past its buffer."""
+    one = lambda *x: np.asarray([x], np.int64)  # noqa: E731
+    args = {"src_off": np.zeros(1, np.int64), "src_shape": one(2, 4), "src_start": one(0, 0),
+            "dst_off": np.zeros(1, np.int64), "dst_shape": np.asarray([2, 4], np.int64), "dst_start": one(0, 0),
+            "box": one(2, 4)}
+    bad = {"src_off": np.asarray([1], np.int64), "dst_off": np.asarray([-1], np.int64), "src_start": one(1, 0),
+           "dst_start": one(0, 1), "box": one(3, 4)}
+    args[where] = bad[where]
+    src = np.arange(8, dtype=np.float32)
+    dst = np.zeros(8, np.float32)
+    with pytest.raises(IndexError, match="outside its buffer"):
+        IMPL[path]["copy_boxes"](src, args["src_off"], args["src_shape"], args["src_start"], dst, args["dst_off"],
+                                 args["dst_shape"], args["dst_start"], args["box"], 1)
 
 
 @st.composite
@@ -236,11 +290,13 @@ def chunked_array_case(draw):
     return kind, arr, shape, chunk, start, count
 
 
+@PATHS
 @settings(max_examples=30, deadline=None)
-@given(chunked_array_case())
-def test_plan_box_and_copy_boxes_gather_a_box(case):
+@given(case=chunked_array_case())
+def test_plan_box_and_copy_boxes_gather_a_box(case, path):
     """plan_box + copy_boxes as _read.read uses them == NumPy slicing of the whole array."""
     kind, arr, shape, chunk, start, count = case
+    grid_, gather_ = (grid, gather) if path == "kernel" else (_small, _small)
     dt = arr.dtype
     isz = dt.itemsize
     ce = int(np.prod(chunk))
@@ -253,17 +309,17 @@ def test_plan_box_and_copy_boxes_gather_a_box(case):
         sl = tuple(slice(c * k, min((c + 1) * k, s)) for c, k, s in zip(coords, chunk.tolist(), shape.tolist()))
         piece = arr[sl]
         cv[lin][tuple(slice(0, e) for e in piece.shape)] = piece
-    ids, src, dst, box = grid.plan_box(shape, chunk, start, count)
+    ids, src, dst, box = grid_.plan_box(shape, chunk, start, count)
     out = np.zeros(tuple(count.tolist()), dt)
     n = ids.shape[0]
-    gather.copy_boxes(chunks, ids * ce * isz, np.tile(chunk, (n, 1)), src, out.reshape(-1).view(np.uint8),
+    gather_.copy_boxes(chunks, ids * ce * isz, np.tile(chunk, (n, 1)), src, out.reshape(-1).view(np.uint8),
                       np.zeros(n, np.int64), count, dst, box, isz)
     exp = arr[tuple(slice(a, a + c) for a, c in zip(start.tolist(), count.tolist()))]
     np.testing.assert_array_equal(out.view(np.uint8), np.ascontiguousarray(exp).view(np.uint8))
     # and scatter back (the write direction): chunks built from the box == the box
     if n:
         buf = np.zeros(n * ce * isz, np.uint8)
-        gather.copy_boxes(np.ascontiguousarray(exp).reshape(-1).view(np.uint8), np.zeros(n, np.int64),
+        gather_.copy_boxes(np.ascontiguousarray(exp).reshape(-1).view(np.uint8), np.zeros(n, np.int64),
                           np.tile(count, (n, 1)), dst, buf, np.arange(n, dtype=np.int64) * ce * isz, chunk, src, box, isz)
         bv = buf.view(dt).reshape((n,) + tuple(chunk.tolist()))
         for j in range(n):
@@ -276,16 +332,18 @@ def test_plan_box_and_copy_boxes_gather_a_box(case):
 
 @contextlib.contextmanager
 def stats_path(path):
-    """Force chunk_stats through the compiled kernel or through its NumPy path for small calls."""
-    old = stats.SMALL_CELLS
-    stats.SMALL_CELLS = -1 if path == "kernel" else 1 << 40
+    """chunk_stats / chunk_stats_masked as the compiled kernel or as the NumPy version for small calls."""
+    global _stats_impl
+    old = _stats_impl
+    _stats_impl = stats if path == "kernel" else _small
     try:
         yield
     finally:
-        stats.SMALL_CELLS = old
+        _stats_impl = old
 
 
-STATS_PATHS = pytest.mark.parametrize("path", ["kernel", "numpy"])
+_stats_impl = stats
+STATS_PATHS = PATHS
 
 
 @st.composite
@@ -312,7 +370,7 @@ def stats_case(draw, kind):
 
 def _check_chunk_stats(args):
     buf = args[0]
-    nn, mn, mx, has = stats.chunk_stats(*args)
+    nn, mn, mx, has = _stats_impl.chunk_stats(*args)
     rnn, rmn, rmx, rhas = ref.chunk_stats(*args)
     assert mn.dtype == buf.dtype and mx.dtype == buf.dtype
     np.testing.assert_array_equal(nn, rnn, err_msg="non_null")
@@ -355,7 +413,7 @@ def test_chunk_stats_masked_matches_reference(kind, data, path):
         else:
             written = rng.integers(0, 2, buf.size).astype(np.uint8) * rng.integers(1, 256, buf.size).astype(np.uint8)
         args = (buf, written) + tuple(case[1:])
-        nn, mn, mx, has = stats.chunk_stats_masked(*args)
+        nn, mn, mx, has = _stats_impl.chunk_stats_masked(*args)
         rnn, rmn, rmx, rhas = ref.chunk_stats_masked(*args)
         assert mn.dtype == buf.dtype and mx.dtype == buf.dtype
         np.testing.assert_array_equal(nn, rnn, err_msg="non_null")
@@ -398,20 +456,20 @@ def test_chunk_stats_signed_zero_nan_and_nat(path):
         f = np.asarray([-0.0, 0.0, np.nan, 2.5, -1.0, np.nan], np.float64)
         ch = np.asarray([6], np.int64)
         one = np.asarray([[6]], np.int64)
-        nn, mn, mx, has = stats.chunk_stats(f, ch, one, True, np.float64(0.0), False, True, False, np.float64(0))
+        nn, mn, mx, has = _stats_impl.chunk_stats(f, ch, one, True, np.float64(0.0), False, True, False, np.float64(0))
         assert (nn[0], mn[0], mx[0], has[0]) == (4, -1.0, 2.5, True)
-        nn, mn, mx, has = stats.chunk_stats(f, ch, one, True, np.float64(np.nan), True, True, False, np.float64(0))
+        nn, mn, mx, has = _stats_impl.chunk_stats(f, ch, one, True, np.float64(np.nan), True, True, False, np.float64(0))
         assert (nn[0], mn[0], mx[0], has[0]) == (4, -1.0, 2.5, True)
         allnan = np.full(4, np.nan, np.float32)
-        nn, _, _, has = stats.chunk_stats(allnan, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
+        nn, _, _, has = _stats_impl.chunk_stats(allnan, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
                                           np.float32(0), False, True, False, np.float32(0))
         assert nn[0] == 4 and not has[0]
         t = np.asarray([NAT, 5, NAT, -7], np.int64)
-        nn, mn, mx, has = stats.chunk_stats(t, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
+        nn, mn, mx, has = _stats_impl.chunk_stats(t, np.asarray([4], np.int64), np.asarray([[4]], np.int64), False,
                                             np.int64(0), False, False, True, np.int64(NAT))
         assert (nn[0], mn[0], mx[0], has[0]) == (4, -7, 5, True)
         u = np.asarray([np.iinfo(np.uint64).max, 3, np.iinfo(np.uint64).max - 1], np.uint64)
-        nn, mn, mx, has = stats.chunk_stats(u, np.asarray([3], np.int64), np.asarray([[3]], np.int64), True,
+        nn, mn, mx, has = _stats_impl.chunk_stats(u, np.asarray([3], np.int64), np.asarray([[3]], np.int64), True,
                                             np.uint64(np.iinfo(np.uint64).max), False, False, False, np.uint64(0))
         assert (nn[0], int(mn[0]), int(mx[0]), has[0]) == (2, 3, 2**64 - 2, True)
 
@@ -589,39 +647,71 @@ def _run_e2e(case, check_reads=True, check_stats=True):
 E2E_KINDS = pytest.mark.parametrize("kind", NUMERIC + [TS])
 
 
+@contextlib.contextmanager
+def engine_path(path):
+    """Run the engine's kernel calls (``K``) all through NumPy or all through the kernels.
+
+    "numpy": every call counts as small and ``K`` starts over as in a fresh process; the
+    block must end without ``K`` having needed a kernel. "kernel": no call counts as small.
+    """
+    names = ("SMALL_PIECES", "SMALL_BYTES", "SMALL_QUERIES", "SMALL_CELLS")
+    old = {n: getattr(_small, n) for n in names}
+    for n in names:
+        setattr(_small, n, 1 << 62 if path == "numpy" else -1)
+    K.reset()
+    try:
+        yield
+        if path == "numpy":
+            assert not K.loaded, "a call of the block ran a kernel"
+    finally:
+        for n, v in old.items():
+            setattr(_small, n, v)
+        K.reset()
+
+
 @E2E_KINDS
+@PATHS
 @settings(max_examples=12, deadline=None)
 @given(data=st.data())
-def test_e2e_reads_match_numpy_model(kind, data):
+def test_e2e_reads_match_numpy_model(kind, data, path):
     """Reads (whole array and boxes) before/after flush and after reopen == the NumPy model."""
-    _run_e2e(data.draw(e2e_case(kind, min_rank=0)), check_stats=False)
+    with engine_path(path):
+        _run_e2e(data.draw(e2e_case(kind, min_rank=0)), check_stats=False)
 
 
 @E2E_KINDS
+@PATHS
 @settings(max_examples=10, deadline=None)
 @given(data=st.data())
-def test_e2e_stats_with_fill_value(kind, data):
-    _run_e2e(data.draw(e2e_case(kind, fill_mode="some")), check_reads=False)
+def test_e2e_stats_with_fill_value(kind, data, path):
+    with engine_path(path):
+        _run_e2e(data.draw(e2e_case(kind, fill_mode="some")), check_reads=False)
 
 
 @E2E_KINDS
+@PATHS
 @settings(max_examples=10, deadline=None)
 @given(data=st.data())
-def test_e2e_stats_without_fill_value(kind, data):
+def test_e2e_stats_without_fill_value(kind, data, path):
     """README: null_count counts unwritten cells also when there is no fill value."""
-    _run_e2e(data.draw(e2e_case(kind, fill_mode="none")), check_reads=False)
+    with engine_path(path):
+        _run_e2e(data.draw(e2e_case(kind, fill_mode="none")), check_reads=False)
 
 
+@PATHS
 @settings(max_examples=15, deadline=None)
-@given(st.sampled_from(NUMERIC + [TS]), st.data())
-def test_e2e_zero_length_axis_reads(kind, data):
-    _run_e2e(data.draw(e2e_case(kind, zero_dims=True)), check_stats=False)
+@given(kind=st.sampled_from(NUMERIC + [TS]), data=st.data())
+def test_e2e_zero_length_axis_reads(kind, data, path):
+    with engine_path(path):
+        _run_e2e(data.draw(e2e_case(kind, zero_dims=True)), check_stats=False)
 
 
+@PATHS
 @settings(max_examples=15, deadline=None)
-@given(st.sampled_from(NUMERIC + [TS]), st.data())
-def test_e2e_zero_length_axis_stats(kind, data):
-    _run_e2e(data.draw(e2e_case(kind, zero_dims=True)), check_reads=False)
+@given(kind=st.sampled_from(NUMERIC + [TS]), data=st.data())
+def test_e2e_zero_length_axis_stats(kind, data, path):
+    with engine_path(path):
+        _run_e2e(data.draw(e2e_case(kind, zero_dims=True)), check_reads=False)
 
 
 def test_first_calls_from_many_threads_compile_once():
@@ -657,3 +747,43 @@ def test_first_calls_from_many_threads_compile_once():
     disp(np.arange(20, dtype=np.int64)[::2], out)
     assert int(out[0]) == sum(range(0, 20, 2))
     assert len(disp.signatures) == 1
+
+
+# ---------------------------------------------------------------------------- the rule
+def _in_fresh_process(code: str) -> list[str]:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    return out.stdout.split()
+
+
+def test_quickstart_imports_no_numba():
+    """The quick start's requests are all small: a fresh process runs it without importing numba."""
+    qs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "01_quickstart.py")
+    code = ("import contextlib, io, runpy, sys\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    runpy.run_path({qs!r}, run_name='__main__')\n"
+            "print('numba' in sys.modules, any(m.startswith('atlas._kernels') for m in sys.modules))\n")
+    assert _in_fresh_process(code) == ["False", "False"]
+
+
+def test_large_request_loads_the_kernels_then_every_call_uses_them():
+    """A read touching more chunks than SMALL_PIECES imports numba; from then on K is the kernels."""
+    code = ("import os, sys, tempfile, numpy as np, atlas\n"
+            "from atlas import _small\n"
+            "from atlas._lazy import K\n"
+            "n = _small.SMALL_PIECES + 1\n"
+            "s = atlas.Atlas.create(os.path.join(tempfile.mkdtemp(), 's'))\n"
+            "d = s.create_dataset('d')\n"
+            "d.define_array('a', 'int32', ['x'], [n], [1])\n"
+            "d.write_array('a', [0], np.arange(2, dtype=np.int32))\n"  # two chunks: small
+            "s.flush()\n"
+            "a = d.read_array('a', [0], [2])\n"
+            "print('numba' in sys.modules, K.loaded)\n"
+            "d.write_array('a', [0], np.arange(n, dtype=np.int32))\n"  # n chunks: the kernels
+            "s.flush()\n"
+            "b = d.read_array('a')\n"
+            "from atlas._kernels import grid\n"
+            "print('numba' in sys.modules, K.loaded, K.plan_box is grid.plan_box, a.tolist() == [0, 1],\n"
+            "      b.tolist() == list(range(n)))\n")
+    assert _in_fresh_process(code) == ["False", "False", "True", "True", "True", "True", "True"]

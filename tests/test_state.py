@@ -283,9 +283,11 @@ def sample():
 store = atlas.Atlas.create(path)
 d = store.create_dataset("d")
 rng = np.random.default_rng(0)
-# warm up: compile the kernels and touch the code paths before the baseline
-d.define_array("w", "float64", ["r", "c"], [4, 8], [2, 8])
-d.write_array("w", [1, 0], rng.random((1, 8)))
+# warm up: compile the kernels and touch the code paths before the baseline (a write large
+# enough to need the kernels: smaller ones run NumPy and would leave numba's import for later)
+d.define_array("w", "float64", ["r", "c"], [4, 4096], [2, 4096])
+d.write_array("w", [1, 0], rng.random((1, 4096)))
+assert "numba" in sys.modules
 gc.collect()
 base = proc.memory_info().rss
 with store:

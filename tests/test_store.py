@@ -3,8 +3,10 @@ the context manager and repr."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+import zlib
 from pathlib import Path
 
 
@@ -15,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import atlas
-from atlas import Atlas
+from atlas import Atlas, _metaio
+from atlas.errors import CorruptStoreError
 
 CODECS = {"zstd": "zstd", "lz4": "lz4", "none": "none", "uncompressed": "none"}
 META_FORMATS = {"json": "json", "msgpack": "msgpack", "mp": "msgpack"}
@@ -436,3 +439,67 @@ def test_repr(tmp_path):
     assert "temperature" in rd
     s.delete_dataset("jan_2024")
     assert "jan_2024" in repr(ds)  # repr of a view of a deleted dataset does not raise
+
+
+# ---------------------------------------------------------------- the json metadata layout
+_ODD_NAMES = ["tab\tin it", "new\nline", 'quote"and\\backslash', 'ends with ",', "sep\u2028arator", "日本", "x"]
+
+
+def _layout_byte(path) -> int:
+    return (Path(path) / "atlas.meta").read_bytes()[8]
+
+
+def test_json_metadata_lines_round_trip_odd_names_and_read_the_one_document_layout(tmp_path):
+    """Names and attributes with tabs, newlines, quotes, backslashes and line separators survive
+    the line layout; a store written as one json document (before) opens the same and its next
+    flush rewrites it in the line layout."""
+    path = fresh(tmp_path)
+    with Atlas.create(path) as s:
+        for n in _ODD_NAMES:
+            d = s.create_dataset(n)
+            d.set_attribute("note", f"{n}\n\t\"value\"")
+            d.define_array("v", "int32", ["x"], [3])
+            d.write_array("v", [0], np.arange(3, dtype=np.int32))
+    assert _layout_byte(path) == 2
+
+    def check(p):
+        st = Atlas.open(p)
+        assert st.list_datasets() == _ODD_NAMES
+        for n in _ODD_NAMES:
+            d = st.open_dataset(n)
+            assert d.get_attribute("note") == f"{n}\n\t\"value\""
+            np.testing.assert_array_equal(d.read_array("v"), np.arange(3))
+
+    check(path)
+    # the same metadata as one json document (layout 0, as stores were written before)
+    meta_file = Path(path) / "atlas.meta"
+    obj, fmt, comp = _metaio.decode(meta_file.read_bytes(), "test")
+    raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    meta_file.write_bytes(_metaio._HEADER.pack(_metaio.MAGIC, 0, 0, 0, zlib.crc32(raw), len(raw)) + raw)
+    assert _layout_byte(path) == 0
+    check(path)
+    with Atlas.open(path) as st:
+        st.open_dataset("x").set_attribute("k", 1)
+    assert _layout_byte(path) == 2
+    check(path)
+
+
+def test_json_metadata_lines_damaged_or_unwritable(tmp_path):
+    """A line layout whose names and entries do not pair up is corrupt (named); metadata whose
+    entry holds a raw newline (no store writes one) falls back to the one-document layout."""
+    path = fresh(tmp_path)
+    with Atlas.create(path) as s:
+        for n in ("a", "b"):
+            s.create_dataset(n).set_attribute("k", n)
+    meta_file = Path(path) / "atlas.meta"
+    raw = meta_file.read_bytes()[24:]
+    cut = raw[:raw.rindex(b"\n")]  # the last entry's line removed, checksum made valid again
+    meta_file.write_bytes(_metaio._HEADER.pack(_metaio.MAGIC, 2, 0, 0, zlib.crc32(cut), len(cut)) + cut)
+    with pytest.raises(CorruptStoreError, match="atlas.meta.*2 dataset names but 1 entries"):
+        Atlas.open(path)
+    obj = {"format": "atlas", "datasets": [["a", "[{},\n{}]"], ["b", "[{},{}]"]]}
+    data = _metaio.encode(obj, "json", "none")
+    assert data[8] == 0 and _metaio.decode(data, "x")[0] == obj
+    obj["datasets"][0][1] = "[{},{}]"
+    data = _metaio.encode(obj, "json", "zstd")
+    assert data[8] == 2 and _metaio.decode(data, "x") == (obj, "json", "zstd")

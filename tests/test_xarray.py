@@ -659,9 +659,11 @@ _STREAM_SCRIPT = textwrap.dedent(r"""
     ds = xr.Dataset({"big": (("t", "x"), big)}, attrs={"n": NB})
     proc = psutil.Process()
     store = atlas.Atlas.create(path)
-    # warm up (numba kernels, thread pool) so the measurement sees the write only
-    store.add_xr_dataset(xr.Dataset({"w": (("t", "x"), da.ones((2, 1000), chunks=(1, 1000)))}), "warm")
+    # warm up (numba kernels, thread pool) so the measurement sees the write only; blocks
+    # large enough to need the kernels (smaller ones run NumPy and leave numba's import for later)
+    store.add_xr_dataset(xr.Dataset({"w": (("t", "x"), da.ones((2, 4000), chunks=(1, 4000)))}), "warm")
     store.open_dataset("warm").read_array("w")
+    assert "numba" in sys.modules
     gc.collect()
     base = proc.memory_info().rss
     peak = [base]

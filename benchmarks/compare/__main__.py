@@ -78,7 +78,8 @@ def child(system: str, workload: str, op: str, path: str, n: int) -> dict[str, A
         tiny = w.scaled(min(w.n, max(2, -(-WARM_CELLS // math.prod(w.shape)))))
         drv.ingest(os.path.join(tmp, "s"), tiny)
         for o in READ_OPS:
-            _run_op(drv, o, os.path.join(tmp, "s"), tiny)
+            if o not in drv.skip:
+                _run_op(drv, o, os.path.join(tmp, "s"), tiny)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out: dict[str, Any] = {"version": drv.version(), "note": drv.note}
@@ -148,6 +149,9 @@ def run(workload: str, systems: list[str], repeats: int, n: int, work: str, log:
                 shutil.rmtree(path, ignore_errors=True)
         store = os.path.join(base, "store0")
         for op in READ_OPS:
+            if op in drv.skip:
+                r[op] = [math.nan]
+                continue
             for _ in range(repeats):
                 got = _spawn(s, workload, op, store, n)
                 r[op].append(got["s"])
@@ -161,7 +165,15 @@ def run(workload: str, systems: list[str], repeats: int, n: int, work: str, log:
     return res
 
 
+def _is_peer(system: str) -> bool:
+    from .drivers import all_drivers
+
+    return all_drivers()[system].peer
+
+
 def _fmt(x: float, mb: bool) -> str:
+    if math.isnan(x):
+        return "-"
     if mb:
         return f"{x:.0f}"
     return f"{x * 1e3:.3g} ms" if x < 1 else f"{x:.3g} s"
@@ -171,7 +183,7 @@ def markdown(res: dict[str, Any], machine: str) -> str:
     w = WORKLOADS[res["workload"]].scaled(res["n"])
     sy = res["systems"]
     cols = list(sy)
-    peers = [s for s in cols if s != "atlas" and not sy[s].get("missing")]
+    peers = [s for s in cols if s != "atlas" and not sy[s].get("missing") and _is_peer(s)]
     lines = [f"### {res['workload']}: {w.describe()}", "",
              f"Median of {res['repeats']} fresh processes (each: the median of {MIN_RUNS}-{MAX_RUNS} runs with a fresh "
              "handle; ingest once). Times; RSS in MB.", "",
@@ -180,9 +192,10 @@ def markdown(res: dict[str, Any], machine: str) -> str:
     for op, label in OPS.items():
         mb = op == "ingest_rss"
         cells = ["not installed" if sy[s].get("missing") else _fmt(sy[s]["median"][op], mb) for s in cols]
+        ok = [s for s in peers if not math.isnan(sy[s]["median"][op])]
         row = f"| {label.replace(' (s)', '').replace(' (MB)', ' (MB)')} | " + " | ".join(cells)
-        if peers and "atlas" in sy and not sy["atlas"].get("missing"):
-            best = min(peers, key=lambda s: sy[s]["median"][op])
+        if ok and "atlas" in sy and not sy["atlas"].get("missing"):
+            best = min(ok, key=lambda s: sy[s]["median"][op])
             a, b = sy["atlas"]["median"][op], sy[best]["median"][op]
             row += f" | {best} | {a / b:.2f}x |" if b > 0 else f" | {best} | - |"
         else:
@@ -206,11 +219,12 @@ def chart(res: dict[str, Any], path: str) -> bool:
     except ImportError:
         return False
     sy = res["systems"]
-    peers = [s for s in sy if s != "atlas" and not sy[s].get("missing")]
+    peers = [s for s in sy if s != "atlas" and not sy[s].get("missing") and _is_peer(s)]
     if "atlas" not in sy or sy["atlas"].get("missing") or not peers:
         return False
     ops = [op for op in OPS if op != "ingest_rss"]
-    ratios = [sy["atlas"]["median"][op] / min(sy[s]["median"][op] for s in peers) for op in ops]
+    ratios = [sy["atlas"]["median"][op] / min(sy[s]["median"][op] for s in peers if not math.isnan(sy[s]["median"][op]))
+              for op in ops]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(ops) + 1))
     ax.barh([OPS[o].replace(" (s)", "") for o in ops][::-1], ratios[::-1],
             color=["tab:green" if r <= 1 else "tab:red" for r in ratios][::-1])

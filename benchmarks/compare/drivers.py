@@ -37,6 +37,8 @@ class Driver:
     name = ""
     packages: tuple[str, ...] = ()
     note = ""
+    peer = True  # False: shown for reference, never the "best peer"
+    skip: tuple[str, ...] = ()  # operations this system does not measure
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(p) is not None for p in self.packages)
@@ -310,8 +312,9 @@ class NetCDF4Driver(Driver):
 
 
 def all_drivers() -> dict[str, Driver]:
+    from .drivers_floor import FloorDriver
     from .drivers_zarr import IcechunkDriver, TensorstoreDriver, ZarrDriver
 
     ds: list[Driver] = [AtlasDriver(), ReferenceDriver(), H5pyDriver(), NetCDF4Driver(), ZarrDriver(),
-                        TensorstoreDriver(), IcechunkDriver()]
+                        TensorstoreDriver(), IcechunkDriver(), FloorDriver()]
     return {d.name: d for d in ds}

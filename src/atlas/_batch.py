@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from . import _executor
 from . import dtypes as D
 from ._box import read_box
 from ._meta import ArrayMeta
-from ._read import PARALLEL_MIN_BYTES
 
 if TYPE_CHECKING:
     from ._state import StoreState, Transaction
@@ -40,12 +38,11 @@ class ReadTask(NamedTuple):
 def run(state: "StoreState", txn: "Transaction", tasks: Sequence[ReadTask]) -> list[np.ndarray]:
     """The storage-typed ``(N, *shape)`` result of every task, as ``txn`` sees the store.
 
-    Several tasks moving enough data run concurrently on the pool (each one's own decoding
-    then stays on its thread); a lone or small task runs on the caller's thread.
+    The tasks are planned one after the other and their decoding runs as one pool of units
+    (see ``atlas._read.Work``): three big arrays or six hundred one-chunk slices alike keep
+    every core busy; a request with little to decode stays on the caller's thread.
     """
-    if len(tasks) > 1 and sum(t.nbytes for t in tasks) >= PARALLEL_MIN_BYTES:
-        return _executor.run(lambda t: state.read(txn, t.array, t.metas, t.start, t.shape), tasks, parallel=True)
-    return [state.read(txn, t.array, t.metas, t.start, t.shape) for t in tasks]
+    return state.read_many(txn, [(t.array, t.metas, t.start, t.shape) for t in tasks])
 
 
 def to_user(m: ArrayMeta, data: np.ndarray) -> np.ndarray:

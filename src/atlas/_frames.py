@@ -125,8 +125,9 @@ class FrameReader:
         return ChunkIndex.decode(buf, self.codec, loc.raw_length, where, phys.dir)
 
     # ---------------------------------------------------------------- fetching
-    def plan(self, idx: ChunkIndex, frames: np.ndarray) -> list[RangeReads]:
-        """Coalesced range reads for ``frames`` (sorted unique ids): one record per segment."""
+    def plan(self, idx: ChunkIndex, frames: np.ndarray, max_read: int = COALESCE_MAX) -> list[RangeReads]:
+        """Coalesced range reads for ``frames`` (sorted unique ids): one record per segment; a
+        read spans at most ``max_read`` bytes unless one frame is larger."""
         seg = idx.frames["seg"][frames]
         off = idx.frames["off"][frames]
         end = off + idx.frames["clen"][frames]
@@ -135,7 +136,7 @@ class FrameReader:
             sel = np.flatnonzero(seg == s)
             sel = sel[np.argsort(off[sel], kind="stable")]
             o, e = off[sel], end[sel]
-            brk = _breaks(o, e)
+            brk = _breaks(o, e, max_read)
             gs = np.concatenate([[0], brk])
             ge = np.concatenate([brk, [len(sel)]])
             out.append(RangeReads(idx.segments[s], sel, o, e, gs, ge, o[gs], np.maximum.reduceat(e, gs)))
@@ -212,7 +213,7 @@ class FrameReader:
         return raw
 
 
-def _breaks(o: np.ndarray, e: np.ndarray) -> np.ndarray:
+def _breaks(o: np.ndarray, e: np.ndarray, max_read: int = COALESCE_MAX) -> np.ndarray:
     """Where to split a run of frames (sorted by offset) into separate range reads."""
     if len(o) < 2:
         return np.zeros(0, np.int64)
@@ -220,7 +221,7 @@ def _breaks(o: np.ndarray, e: np.ndarray) -> np.ndarray:
     out = []
     start = int(o[0])
     for j in range(1, len(o)):  # per frame, not per element: frames are few compared with cells
-        if gap[j - 1] or int(e[j]) - start > COALESCE_MAX:
+        if gap[j - 1] or int(e[j]) - start > max_read:
             out.append(j)
             start = int(o[j])
     return np.asarray(out, np.int64)

@@ -72,10 +72,16 @@ def validate_name(name: Any, what: str) -> str:
 def _plain_names(names: list[Any]) -> bool:
     """Whether every name passes :func:`validate_name` (checked in bulk: opening a big store checks thousands)."""
     try:
-        "".join(names).encode("utf-8")  # TypeError for a non-str, UnicodeEncodeError for lone surrogates
+        flat = "".join(names)
+        flat.encode("utf-8")  # TypeError for a non-str, UnicodeEncodeError for lone surrogates
     except (TypeError, UnicodeEncodeError):
         return False
-    return all(n and n[0] != "_" and "/" not in n and "\x00" not in n and n != "." and n != ".." for n in names)
+    if "/" in flat or "\x00" in flat:
+        return False
+    if not names:
+        return True
+    s = "\x00" + "\x00".join(names) + "\x00"  # each name between NULs (no name holds one)
+    return "\x00\x00" not in s and "\x00_" not in s and "\x00.\x00" not in s and "\x00..\x00" not in s
 
 
 class Layout:
@@ -531,10 +537,12 @@ class StoreMeta:
             if not _plain_names([e[0] for e in entries]):  # the slow, precise check only to name the culprit
                 for name, _ in entries:
                     validate_name(name, "dataset")
-            for name, blob in entries:
-                if blob.__class__ is not str and not isinstance(blob, (str, bytes)):
-                    raise ValueError(f"dataset {name!r}: entry is a {type(blob).__name__}")
-                dict.__setitem__(ds, name, blob)
+            dict.update(ds, entries)  # pairs (ValueError for an entry that is not one)
+            if len(ds) != len(entries):
+                raise ValueError("a dataset name appears twice")
+            if not set(map(type, dict.values(ds))) <= {str, bytes}:
+                name, blob = next((k, v) for k, v in dict.items(ds) if type(v) not in (str, bytes))
+                raise ValueError(f"dataset {name!r}: entry is a {type(blob).__name__}")
             physical = {}
             for k, p in d["physical"].items():
                 validate_name(k, "array")

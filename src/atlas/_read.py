@@ -9,7 +9,7 @@ one transaction's pending chunks, both immutable for the duration of the call.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -51,18 +51,57 @@ def pending_bytes(codec: str, p: Pending) -> Any:
     return codecs.decompress(codec, data, p.nbytes) if p.compressed else data
 
 
+class Work:
+    """The decode-and-copy units of one or more reads, run together on the pool.
+
+    Planning a read (which chunks, fill, pending chunks, fetches from object stores) happens
+    on the caller's thread; what costs CPU (reading local ranges, decompressing, copying into
+    the output) becomes units here. A batch plans all its reads into one ``Work`` and runs
+    their units side by side, so one big array and many small ones alike keep every core
+    busy; ``held`` counts the fetched bytes the units keep alive (a batch runs its units
+    before that grows large).
+    """
+
+    __slots__ = ("units", "nbytes", "held")
+
+    def __init__(self) -> None:
+        self.units: list[Callable[[], None]] = []
+        self.nbytes = 0  # decoded bytes the units produce
+        self.held = 0  # fetched bytes the units hold
+
+    def add(self, fn: Callable[[], None], nbytes: int, held: int = 0) -> None:
+        self.units.append(fn)
+        self.nbytes += nbytes
+        self.held += held
+
+    def run(self) -> None:
+        """Run every unit (on the pool when there is enough to decode); the first error propagates."""
+        units, big = self.units, self.nbytes >= PARALLEL_MIN_BYTES
+        self.units, self.nbytes, self.held = [], 0, 0
+        if units:
+            _executor.run(_call, units, parallel=big)
+
+
+def _call(fn: Callable[[], None]) -> None:
+    fn()
+
+
 def read(v: View, name: str, metas: Sequence[ArrayMeta], start: Sequence[int], count: Sequence[int],
-         out: np.ndarray | None = None) -> np.ndarray:
+         out: np.ndarray | None = None, work: Work | None = None) -> np.ndarray:
     """Read the same box of array ``name`` from every instance in ``metas`` into one ``(N, *count)`` array.
 
     Instances may differ in shape and chunking (the box must fit each) but share a dtype.
     Returns storage-typed data (int64 for timestamps), in ``out`` when given (C-contiguous,
-    shape ``(N, *count)``, the storage dtype).
+    shape ``(N, *count)``, the storage dtype). With ``work``, the decoding is left in it
+    and the result is complete only once the caller ran ``work`` (the view's files must
+    stay pinned until then).
     """
     n = len(metas)
     m0 = metas[0]
     if out is None and n == 1 and m0.single_chunk and not m0.is_string:
         return _read_single_chunk(v, name, m0, start, count)[None]
+    own = work is None
+    w = Work() if work is None else work
     kstart, kcount = pad(start), pad_count(count)
     kshape = (n,) + tuple(kcount.tolist())
     out = np.empty(kshape, m0.sdtype) if out is None else out.reshape(kshape)
@@ -93,11 +132,13 @@ def read(v: View, name: str, metas: Sequence[ArrayMeta], start: Sequence[int], c
                 out[s] = metas[s].fill_storage
         present = np.flatnonzero(pos >= 0)
         if present.size:
-            _gather(v.frames, idx, m, pos[present], pslot[present], pc[present], src, dst, box, out, kcount)
+            _gather(v.frames, idx, m, pos[present], pslot[present], pc[present], src, dst, box, out, kcount, w)
         for j, p in hits:
             sel = np.asarray([pc[j]])
             _copy_from_chunk(m, pending_bytes(codec, p), np.zeros(1, np.int64), sel, np.asarray([pslot[j]]),
                              src, dst, box, out, kcount)
+    if own:
+        w.run()
     return out.reshape((n,) + tuple(count))
 
 
@@ -150,9 +191,18 @@ def _copy_pieces(m: ArrayMeta, raw: Any, soff: np.ndarray, sshape: np.ndarray, s
                  doff, kcount, dstart, pbox, 1)
 
 
+UNIT_MIN, UNIT_MAX = 128 * 1024, 4 * 1024 * 1024  # decoded bytes per unit of work
+
+
+def _unit_bytes(total: int) -> int:
+    """Decoded bytes per unit: a few units per thread, neither tiny (pool overhead) nor huge (balance);
+    the floor never exceeds the size that sends a request to the pool, so such a request splits."""
+    return min(UNIT_MAX, max(min(UNIT_MIN, PARALLEL_MIN_BYTES), total // (4 * _executor.num_threads())))
+
+
 def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, pslot: np.ndarray, pc: np.ndarray,
-            src: np.ndarray, dst: np.ndarray, box: np.ndarray, out: np.ndarray, kcount: np.ndarray) -> None:
-    """Fetch, decode and copy the stored chunks at index rows ``pos`` into ``out``."""
+            src: np.ndarray, dst: np.ndarray, box: np.ndarray, out: np.ndarray, kcount: np.ndarray, w: Work) -> None:
+    """Plan the fetch, decode and copy of the stored chunks at index rows ``pos`` into ``out`` as units of ``w``."""
     frame = idx.chunks["frame"][pos]
     order = np.argsort(frame, kind="stable")
     frame, pos, pslot, pc = frame[order], pos[order], pslot[order], pc[order]
@@ -167,8 +217,8 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
         short = idx.chunks["nbytes"][pos] < m.chunk_nbytes
         if short.any():
             raise fr.short_chunk(idx, int(frame[np.argmax(short)]), f"array instance {m.aid}")
-    packed = (idx.frames["rlen"][uf] <= FRAME_TARGET).tolist()
-    big = int(idx.frames["rlen"][uf].sum()) >= PARALLEL_MIN_BYTES
+    rlen = idx.frames["rlen"][uf]
+    packed = (rlen <= FRAME_TARGET).tolist()
     if not m.is_string:  # every piece's kernel arguments, computed once for the whole request
         n = len(pc)
         soff = foff // m.sdtype.itemsize
@@ -180,6 +230,7 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
         raw = blobs[k]
         if not decoded[k]:
             raw = fr.decode(idx, int(uf[k]), raw)
+            blobs[k] = None  # the compressed bytes are not needed any more
             if packed[k]:
                 fr.remember(idx, int(uf[k]), raw)
         a, b = bounds[k], bounds[k + 1]
@@ -188,32 +239,51 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
         else:
             _copy_pieces(m, raw, soff[a:b], sshape[a:b], sstart[a:b], doff[a:b], dstart[a:b], pbox[a:b], out, kcount)
 
-    local = getattr(fr.storage, "io_concurrency", 1) <= 1
-    nt = _executor.num_threads()
-    if todo.size > 1 and local and big and nt > 1:
-        # local disk: each task reads its coalesced ranges one by one, decoding and gathering
-        # as it goes, so reads overlap with decompression; a few tasks per thread, not one per range
-        got: list[Any] = [None] * todo.size
-        reads = [r for rr in fr.plan(idx, uf[todo]) for r in rr.split()]
-        per = max(1, -(-len(reads) // (2 * nt)))
+    def finish_all(ks: list[int]) -> Callable[[], None]:
+        def unit() -> None:
+            for k in ks:
+                finish(k)
+        return unit
 
-        def work(batch: list[Any]) -> None:
-            for rr in batch:
+    total = int(rlen.sum())
+    per = _unit_bytes(total)
+    if any(decoded):
+        done = [k for k in range(nf) if decoded[k]]
+        w.add(finish_all(done), int(rlen[done].sum()))
+    if not todo.size:
+        return
+    if getattr(fr.storage, "io_concurrency", 1) <= 1:
+        # local disk: each unit reads its own ranges (sized so there are a few units per thread)
+        # and decodes as it goes, so reads overlap with decompression and nothing is held early
+        got: list[Any] = [None] * todo.size
+        clen = idx.frames["clen"][uf[todo]]
+        max_read = max(1, int(per * clen.sum() // max(1, int(rlen[todo].sum()))))
+        for rr in (r for plan in fr.plan(idx, uf[todo], max_read) for r in plan.split()):
+            def unit(rr: Any = rr) -> None:
                 fr.run(rr, got)
                 for i in rr.sel.tolist():
                     k = int(todo[i])
                     blobs[k] = got[i]
+                    got[i] = None
                     finish(k)
-
-        _executor.run(work, [reads[i:i + per] for i in range(0, len(reads), per)], parallel=True)
-        for k in range(nf):
-            if decoded[k]:
-                finish(k)
+            w.add(unit, int(rlen[todo[rr.sel]].sum()))
         return
-    if todo.size:
-        for k, b in zip(todo.tolist(), fr.fetch(idx, uf[todo])):
-            blobs[k] = b
-    _executor.run(finish, range(nf), parallel=big)
+    # object stores: fetched now, concurrently; units of frames of about ``per`` decoded bytes
+    held = 0
+    for k, b in zip(todo.tolist(), fr.fetch(idx, uf[todo])):
+        blobs[k] = b
+        held += len(b)
+    ks: list[int] = []
+    acc = 0
+    for k in todo.tolist():
+        ks.append(k)
+        acc += int(rlen[k])
+        if acc >= per:
+            w.add(finish_all(ks), acc)
+            ks, acc = [], 0
+    if ks:
+        w.add(finish_all(ks), acc)
+    w.held += held
 
 
 def load_chunk(v: View, name: str, m: ArrayMeta, cid: int) -> tuple[np.ndarray | None, np.ndarray | None]:

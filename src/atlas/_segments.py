@@ -41,6 +41,7 @@ CHUNK_COLUMNS = {
     "wmask": np.uint8,
 }
 INDEX_VERSION = 1
+FIRST_DICT_AFTER = 32  # one-chunk lookups by binary search before the per-instance dict is built
 _uids = itertools.count(1)
 
 
@@ -55,6 +56,7 @@ class ChunkIndex:
     uid: int = field(default_factory=lambda: next(_uids))
     #: ``{aid: (frame, foff)}`` of each instance's first chunk, built on first use (one-chunk reads)
     _first: Optional[dict[int, tuple[int, int, int]]] = field(default=None, init=False, repr=False, compare=False)
+    _lookups: int = field(default=0, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.chunks["aid"].shape[0])
@@ -67,15 +69,25 @@ class ChunkIndex:
     def first_chunk(self, aid: int) -> Optional[tuple[int, int, int]]:
         """``(frame, offset in the frame, bytes)`` of the lowest chunk id of instance ``aid``, or None.
 
-        A dict built once per index, so reading thousands of one-chunk arrays one by one costs
-        a dict lookup each instead of a binary search through NumPy.
+        The first lookups binary-search the columns (a fresh handle reading one dataset pays
+        no more); after ``FIRST_DICT_AFTER`` of them a dict is built once, so reading thousands
+        of one-chunk arrays one by one costs a dict lookup each.
         """
         first = self._first
-        if first is None:
-            c = self.chunks
-            a, rows = np.unique(c["aid"], return_index=True)
-            first = dict(zip(a.tolist(), zip(c["frame"][rows].tolist(), c["foff"][rows].tolist(), c["nbytes"][rows].tolist())))
-            self._first = first
+        if first is not None:
+            return first.get(aid)
+        c = self.chunks
+        self._lookups += 1
+        if self._lookups <= FIRST_DICT_AFTER:
+            a = c["aid"]
+            i = int(np.searchsorted(a, aid))
+            if i == a.shape[0] or int(a[i]) != aid:
+                return None
+            return int(c["frame"][i]), int(c["foff"][i]), int(c["nbytes"][i])
+        a = c["aid"]
+        rows = np.flatnonzero(np.concatenate(([True], a[1:] != a[:-1]))) if a.shape[0] else np.zeros(0, np.int64)
+        first = dict(zip(a[rows].tolist(), zip(c["frame"][rows].tolist(), c["foff"][rows].tolist(), c["nbytes"][rows].tolist())))
+        self._first = first
         return first.get(aid)
 
     def rows_of(self, aid: int) -> slice:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -75,6 +75,7 @@ def _delete_retired(retired: list[tuple[Storage, list[str]]], errors: list[Excep
 
 
 _EPOCHS: dict[tuple[str, str, str], Epoch] = {}
+HELD_MAX = 64 * 1024 * 1024  # fetched, undecoded bytes a many-part read keeps before decoding them
 _EPOCHS_LOCK = threading.Lock()
 
 
@@ -280,6 +281,23 @@ class StoreState:
             return _read.read(txn, name, metas, start, count, out)
         finally:
             del pin  # not kept alive by a traceback that outlives the read
+
+    def read_many(self, txn: Transaction, reads: Iterable[tuple[str, Sequence[ArrayMeta], Sequence[int], Sequence[int]]]
+                  ) -> list[np.ndarray]:
+        """Several reads ``(name, metas, start, count)`` as ``txn`` sees them, as one request:
+        planned one after the other, their decoding run side by side on the pool."""
+        pin = txn.base.pin()  # noqa: F841 - held until every unit of work ran
+        try:
+            work = _read.Work()
+            outs = []
+            for name, metas, start, count in reads:
+                outs.append(_read.read(txn, name, metas, start, count, None, work))
+                if work.held > HELD_MAX:  # fetched but not decoded yet: decode before fetching more
+                    work.run()
+            work.run()
+            return outs
+        finally:
+            del pin
 
     def pending_count(self) -> tuple[int, int]:
         """``(datasets, array instances)`` with changes not flushed yet."""

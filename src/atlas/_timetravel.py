@@ -47,7 +47,16 @@ class ReadOnlyState(StoreState):
         try:
             return super().read(txn, name, metas, start, count, out)
         except FileNotFoundError as e:
-            raise VersionNotFoundError(f"{self.what} is gone: it was expired and compacted away ({e})") from None
+            raise self._gone(e) from None
+
+    def read_many(self, txn: Transaction, reads: Any) -> list[np.ndarray]:
+        try:
+            return super().read_many(txn, reads)
+        except FileNotFoundError as e:
+            raise self._gone(e) from None
+
+    def _gone(self, e: FileNotFoundError) -> VersionNotFoundError:
+        return VersionNotFoundError(f"{self.what} is gone: it was expired and compacted away ({e})")
 
 
 def resolve(storage: Storage, current: StoreMeta, version: Any, tag: Optional[str]) -> tuple[int, Optional[dict[str, Any]]]:

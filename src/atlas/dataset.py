@@ -82,11 +82,11 @@ class DatasetView:
         Each spec takes :meth:`define_array`'s keywords (``chunk_shape`` and ``fill_value``
         optional). All are checked before any is defined: one bad spec defines none.
         """
-        if not isinstance(specs, Mapping):
+        if type(specs) is not dict and not isinstance(specs, Mapping):
             raise TypeError(f"specs must be a mapping of array name to keywords, got {type(specs).__name__}")
         made = []
         for name, spec in specs.items():
-            if not isinstance(spec, Mapping):
+            if type(spec) is not dict and not isinstance(spec, Mapping):
                 raise TypeError(f"spec of array {name!r} must be a mapping of define_array keywords, got {spec!r}")
             unknown = set(spec) - {"dtype", "dims", "shape", "chunk_shape", "fill_value"}
             if unknown or not {"dtype", "dims", "shape"} <= set(spec):
@@ -148,7 +148,7 @@ class DatasetView:
         Every array and every box is checked before anything is written (one bad entry
         writes none), and no flush can fall between two of the writes.
         """
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise TypeError(f"data must be a mapping of array name to ndarray, got {type(data).__name__}")
         st = self._atlas._state
         with st.write_lock:
@@ -247,9 +247,40 @@ class DatasetView:
         return {k: D.attribute_value(*a) for k, a in list(self._ds().attrs.items())}
 
 
+_CHECKED: dict[Any, tuple[Any, ...]] = {}  # definitions already checked -> their canonical parts
+
+
 def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], chunk_shape: Optional[Sequence[int]],
             fill_value: Any) -> tuple[str, Callable[[int], ArrayMeta]]:
-    """Check one array definition; returns its name and ``make(aid) -> ArrayMeta``."""
+    """Check one array definition; returns its name and ``make(aid) -> ArrayMeta``.
+
+    Ingest defines the same few arrays in thousands of datasets: a definition made of plain
+    values (str, int, float, None and tuples/lists of them) is checked once per process.
+    """
+    key: Any = None
+    try:
+        key = (name, dtype, tuple(dims), tuple(shape), None if chunk_shape is None else tuple(chunk_shape),
+               type(fill_value), fill_value)
+        if not all(type(v) in _PLAIN for v in key[3] + (key[4] or ()) + key[2]) or type(fill_value) not in _PLAIN:
+            key = None
+        hit = _CHECKED.get(key) if key is not None else None
+    except TypeError:  # unhashable or not iterable: the full check below names the problem
+        key = hit = None
+    if hit is None:
+        hit = _check_schema(name, dtype, dims, shape, chunk_shape, fill_value)
+        if key is not None:
+            if len(_CHECKED) >= 1024:
+                _CHECKED.clear()
+            _CHECKED[key] = hit
+    dt, dims_t, shp, chk, fill = hit
+    return name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill)
+
+
+_PLAIN = {str, int, float, type(None)}
+
+
+def _check_schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], chunk_shape: Optional[Sequence[int]],
+                  fill_value: Any) -> tuple[Any, ...]:
     validate_name(name, "array")
     dt = D.canonical_dtype(dtype)
     if isinstance(dims, str) or not hasattr(dims, "__len__"):
@@ -280,5 +311,5 @@ def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], ch
         raise ValueError(f"array {name!r}: shape {list(shp)!r} / chunk_shape {list(chk)!r} too large: every size "
                          f"and the number of cells must stay below 2**63")
     fill = D.coerce_fill(dt, fill_value, name)
-    return name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill)
+    return dt, dims_t, shp, chk, fill
 

@@ -5,6 +5,10 @@ do I/O and never see Python objects. All are ``@njit(nogil=True, cache=True)`` a
 lazily on first call (importing this package compiles nothing). Set ``ATLAS_NUMBA_CACHE=0``
 to turn the on-disk cache off (``NUMBA_CACHE_DIR`` moves it).
 
+The engine calls them through :data:`atlas._lazy.K`, which runs their NumPy versions
+(:mod:`atlas._small`) for small requests until a process first needs a kernel, so a
+process of small requests never imports this package.
+
 Compiling is what a fresh process pays before its first result, so kernels are written to
 compile as few times, and as cheaply, as possible: a kernel whose code does not depend on
 the element type declares one canonical signature (byte views of buffers, read-only

@@ -1,9 +1,8 @@
 """Fill-aware statistics over chunks.
 
 The statistics are the one kernel whose compiled code depends on the element type, so each
-dtype a process writes costs a compilation (about 0.5 s). Calls over at most
-``SMALL_CELLS`` cells (a few small chunks, as a quick start or a tiny write makes) are
-summarised with NumPy instead, so they compile nothing; the result is the same.
+dtype a process writes costs a compilation (about 0.5 s). Small calls never get here: the
+engine's ``K.chunk_stats`` summarises them with NumPy (:mod:`atlas._small`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import numpy as np
 from . import kernel
 
 _NO_MASK = np.empty(0, np.uint8)
-SMALL_CELLS = 1024  # at most this many cells in a call: NumPy, no compilation
 
 
 def chunk_stats(buf, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
@@ -34,8 +32,6 @@ def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is
     ``has[c]`` tells whether chunk ``c`` had a value eligible for min/max; where it is False,
     ``min``/``max`` are meaningless.
     """
-    if buf.shape[0] <= SMALL_CELLS:
-        return _stats_small(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip)
     k, nd = valid.shape
     nn = np.zeros(k, np.int64)
     mn = np.empty(k, buf.dtype)
@@ -43,39 +39,6 @@ def chunk_stats_masked(buf, written, chunk_shape, valid, has_fill, fill, fill_is
     has = np.zeros(k, np.bool_)
     _stats(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip,
            nn, mn, mx, has, np.empty((2, nd), np.int64))
-    return nn, mn, mx, has
-
-
-def _stats_small(buf, written, chunk_shape, valid, has_fill, fill, fill_is_nan, skip_nan, skip_value, skip):
-    """:func:`chunk_stats_masked` in NumPy, chunk by chunk (for a few small chunks)."""
-    k = valid.shape[0]
-    shape = tuple(int(x) for x in chunk_shape)
-    size = int(np.prod(shape, dtype=np.int64))
-    nn = np.zeros(k, np.int64)
-    mn = np.zeros(k, buf.dtype)
-    mx = np.zeros(k, buf.dtype)
-    has = np.zeros(k, np.bool_)
-    for c in range(k):
-        if size == 0:
-            continue
-        mn[c] = mx[c] = buf[c * size]
-        region = tuple(slice(0, max(0, int(x))) for x in valid[c])
-        v = buf[c * size:(c + 1) * size].reshape(shape)[region]
-        counted = np.ones(v.shape, np.bool_)
-        if written.shape[0]:
-            counted &= written[c * size:(c + 1) * size].reshape(shape)[region] != 0
-        isnan = v != v
-        if has_fill:
-            counted &= ~((v == fill) | (isnan & bool(fill_is_nan)))
-        nn[c] = int(counted.sum())
-        if skip_nan:
-            counted &= ~isnan
-        if skip_value:
-            counted &= v != skip
-        if counted.any():
-            has[c] = True
-            mn[c] = v[counted].min()
-            mx[c] = v[counted].max()
     return nn, mn, mx, has
 
 
