@@ -13,6 +13,9 @@ Every commit of generation ``g`` is a version:
   array names whose index that commit changed (the oldest record holds every name). Folding
   an expired record's ``f`` into the next retained one keeps that true, so the index locations
   of every retained version are known without reading any of its files.
+- ``catalog/<g>-<token>.cat`` is the catalog file of a commit that changed datasets (see
+  ``_catfile``); a version's record names it (``cat``), so compaction keeps it as long as
+  a retained version (or a tag) refers to it and reclaims the others, orphans included.
 - ``tags/<name>.tag`` names a version. A tag is created exclusively (``Storage.create``:
   a hard link locally, a conditional PUT on object stores), so two writers cannot silently
   overwrite each other's tag; tags are never rewritten, only deleted.
@@ -31,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from ._frames import FrameReader
-from ._meta import META_PATH, IndexLocation, Physical, StoreMeta, validate_name
+from ._meta import CATALOG_DIR, META_PATH, IndexLocation, Physical, StoreMeta, validate_name
 from . import _metaio
 from .errors import VersionNotFoundError
 from .storage import Storage
@@ -98,6 +101,8 @@ def commit(storage: Storage, meta: StoreMeta, note: Optional[Note], encode: Call
     token = uuid.uuid4().hex[:12]
     rec: dict[str, Any] = {"v": meta.generation, "t": _now().isoformat(timespec="milliseconds"),
                            "m": note.message, "a": a, "c": c, "d": d, "k": token, "f": f}
+    if meta.catalog is not None:
+        rec["cat"] = meta.catalog.path  # its catalog file: kept by compaction while the version is retained
     log = meta.history
     if note.replaces and base is not None and log and log[-1]["v"] == base.generation:
         old = log[-1]
@@ -300,6 +305,7 @@ class Retention:
         self.storage = storage
         self.meta = meta
         self.tags = read_tags(storage)
+        self.catalogs: set[str] = set()  # catalog files of tagged versions no longer in the log
         logged = {v for r in meta.history for v in numbers(r)}
         older: list[tuple[int, dict[str, Any]]] = [(v, m) for v, m in _maps(meta) if v != meta.generation]
         for t in self.tags.values():
@@ -309,6 +315,8 @@ class Retention:
                 except VersionNotFoundError:
                     continue  # a tag whose creation lost the race with an expiry: removed by its creator
                 older.append((vm.generation, {n: _loc(p) for n, p in vm.physical.items()}))
+                if vm.catalog is not None:
+                    self.catalogs.add(vm.catalog.path)
         self.versions = {v for v, _ in older} | {t["version"] for t in self.tags.values()}
         self.needed: set[str] = set()
         per_name: dict[str, list[tuple[int, IndexLocation]]] = {}
@@ -329,16 +337,22 @@ class Retention:
         return p.dir if p is not None else loc.segment.rsplit("/", 1)[0]
 
     def retire(self, retired: list[str], new: StoreMeta) -> list[str]:
-        """``retired`` minus what retained versions need, plus version files no version or tag refers to."""
+        """``retired`` minus what retained versions need, plus version files and catalog files no
+        version or tag refers to."""
         keep = {version_path(r["v"], r["k"]) for r in new.history}
+        keep.update(r["cat"] for r in new.history if r.get("cat"))
+        keep.update(self.catalogs)
+        if new.catalog is not None:
+            keep.add(new.catalog.path)
         logged = {v for r in new.history for v in numbers(r)}
         keep.update(version_path(t.get("at", t["version"]), t["token"]) for t in self.tags.values()
                     if t["version"] not in logged)
         stale = []
-        for p in self.storage.list(VERSIONS_DIR):
-            name = p[len(VERSIONS_DIR) + 1:]
-            head = name.split("-", 1)[0]
-            # files of generations above the current one may belong to a commit in flight elsewhere
-            if p not in keep and head.isdigit() and int(head) <= new.generation:
-                stale.append(p)
+        for folder in (VERSIONS_DIR, CATALOG_DIR):
+            for p in self.storage.list(folder):
+                name = p[len(folder) + 1:]
+                head = name.split("-", 1)[0]
+                # files of generations above the current one may belong to a commit in flight elsewhere
+                if p not in keep and head.isdigit() and int(head) <= new.generation:
+                    stale.append(p)
         return [p for p in retired if p not in self.needed] + stale

@@ -39,6 +39,7 @@ class cached_property:  # noqa: N801 - functools' version takes a lock per first
 
 FORMAT_VERSION = 1
 META_PATH = "atlas.meta"
+CATALOG_DIR = "catalog"  # catalog files (see ``atlas._catfile``)
 
 
 def f2j(x: Any) -> Any:
@@ -369,6 +370,27 @@ class IndexLocation(NamedTuple):
     crc: int
 
 
+class CatalogLocation(NamedTuple):
+    """The catalog file of a committed state (see ``atlas._catfile``): path, stored and decoded
+    length, CRC-32 of the stored bytes, and its row count (the number of datasets)."""
+
+    path: str
+    length: int
+    raw_length: int
+    crc: int
+    rows: int
+
+    @classmethod
+    def from_list(cls, v: Any) -> "CatalogLocation":
+        """Decode the metadata's entry (``ValueError`` if malformed or outside ``catalog/``)."""
+        path, length, raw, crc, rows = v
+        if not isinstance(path, str) or not _inside(path, CATALOG_DIR + "/"):
+            raise ValueError(f"bad catalog path {path!r}")
+        if any(type(x) is not int or x < 0 for x in (length, raw, crc, rows)) or crc >= 2**32:
+            raise ValueError(f"bad catalog location {v!r}")
+        return cls(path, length, raw, crc, rows)
+
+
 @dataclass(frozen=True)
 class Physical:
     """Where the data of one array name lives: its folder and its current index footer (immutable)."""
@@ -401,7 +423,7 @@ def _history_record(h: Any) -> bool:
     """A well-formed record of the version log (``atlas._history`` writes them)."""
     return (isinstance(h, dict) and type(h.get("v")) is int and h["v"] >= 0 and isinstance(h.get("k"), str)
             and isinstance(h.get("t"), str) and isinstance(h.get("f"), dict)
-            and all(type(h.get(c)) is int for c in "acd"))
+            and all(type(h.get(c)) is int for c in "acd") and isinstance(h.get("cat", ""), str))
 
 
 def _inside(path: str, prefix: str) -> bool:
@@ -435,6 +457,8 @@ class StoreMeta:
     uid: str = ""
     #: the version log: one record per retained version, oldest first (see ``atlas._history``)
     history: tuple[dict[str, Any], ...] = ()
+    #: the catalog file of this state, if one was written (older stores and small ones have none)
+    catalog: CatalogLocation | None = None
     _schema_index: dict[Any, int] = field(default_factory=dict, repr=False)
 
     def new_id(self) -> int:
@@ -455,7 +479,7 @@ class StoreMeta:
         """
         return StoreMeta(codec=self.codec, datasets=self.datasets.copy(), physical=dict(self.physical),
                          next_id=self.next_id, generation=self.generation, uid=self.uid,
-                         history=self.history, _schema_index=self._schema_index)
+                         history=self.history, catalog=self.catalog, _schema_index=self._schema_index)
 
     def schema_number(self, a: ArrayMeta) -> int:
         """The number of ``a``'s schema in the schema table (added if new)."""
@@ -475,7 +499,7 @@ class StoreMeta:
         schema_no = self.schema_number
         table = self.datasets.schemas
         datasets = [[k, v.to_blob(schema_no, fmt) if type(v) is DatasetMeta else v] for k, v in self.datasets.raw_items()]
-        return {
+        d: dict[str, Any] = {
             "format": "atlas",
             "version": FORMAT_VERSION,
             "codec": self.codec,
@@ -487,6 +511,9 @@ class StoreMeta:
             "physical": {k: p.to_dict() for k, p in self.physical.items()},
             "history": list(self.history),
         }
+        if self.catalog is not None:  # optional: a reader that does not know it builds the catalog from "datasets"
+            d["catalog"] = list(self.catalog)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str) -> "StoreMeta":
@@ -526,7 +553,9 @@ class StoreMeta:
             history = d.get("history") or []
             if not isinstance(history, list) or not all(_history_record(h) for h in history):
                 raise ValueError("bad version log")
+            cat = d.get("catalog")
             return cls(codec=codec, datasets=ds, physical=physical, next_id=next_id, generation=generation,
-                       uid=str(d.get("uid", "")), history=tuple(history))
+                       uid=str(d.get("uid", "")), history=tuple(history),
+                       catalog=None if cat is None else CatalogLocation.from_list(cat))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
             raise CorruptStoreError(f"{where}: metadata is malformed: {e!r}") from e

@@ -121,7 +121,7 @@ class StagedWriter:
         self._token = uuid.uuid4().hex[:12]
         meta = StoreMeta(codec=stage.codec, uid=stage.uid,
                          physical={n: Physical(self._folder(d)) for n, d in stage.folders.items()})
-        self._state = StoreState(stage.storage, meta, _keep)
+        self._state = StoreState(stage.storage, meta, _keep, catalog_files=False)
 
     def _folder(self, store_folder: str) -> str:
         return f"{_stage_dir(store_folder, self._stage.token)}/{self._token}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -29,6 +29,10 @@ from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._pending import PendingStore
 from ._segments import ChunkIndex
 from .storage import Storage
+
+if TYPE_CHECKING:  # the catalog modules load on first use (``import atlas`` stays light)
+    from . import _catfile
+    from ._cattable import RawTable
 
 
 def default_pending_budget() -> int:
@@ -107,15 +111,17 @@ def end_epoch(storage: Storage, uid: str, retired: list[str]) -> tuple[Epoch, An
 class Snapshot:
     """An immutable committed state: metadata plus the chunk indexes of its segments."""
 
-    __slots__ = ("meta", "frames", "_indexes", "_lock", "_epoch", "__weakref__")
+    __slots__ = ("meta", "frames", "_indexes", "_lock", "_epoch", "_catalog", "_cat_lock", "__weakref__")
 
     def __init__(self, meta: StoreMeta, frames: FrameReader, epoch: Epoch,
-                 indexes: dict[str, ChunkIndex] | None = None) -> None:
+                 indexes: dict[str, ChunkIndex] | None = None, catalog: RawTable | None = None) -> None:
         self.meta = meta
         self.frames = frames
         self._indexes: dict[str, ChunkIndex] = indexes or {}
         self._lock = threading.Lock()
         self._epoch = weakref.ref(epoch)
+        self._catalog = catalog
+        self._cat_lock = threading.Lock()
 
     @property
     def generation(self) -> int:
@@ -131,16 +137,34 @@ class Snapshot:
                     idx = self._indexes[name] = self.frames.load_index(name, self.meta.physical.get(name))
         return idx
 
+    def catalog(self) -> RawTable:
+        """The catalog rows of this state (its catalog file read, or built from the metadata, on first use)."""
+        c = self._catalog
+        if c is None:
+            with self._cat_lock:
+                c = self._catalog
+                if c is None:
+                    from . import _catfile
+
+                    pin = self.pin()  # noqa: F841 - keeps the file on disk while it is read
+                    try:
+                        c = self._catalog = _catfile.load(self.frames.storage, self.meta)
+                    finally:
+                        del pin
+        return c
+
     def pin(self) -> Epoch | None:
         """Hold this on to keep the files of this state on disk (None: a compaction already retired them)."""
         return self._epoch()
 
-    def successor(self, meta: StoreMeta, new_indexes: dict[str, ChunkIndex], epoch: Epoch) -> "Snapshot":
-        """The next state: indexes already loaded carry over where their location is unchanged."""
+    def successor(self, meta: StoreMeta, new_indexes: dict[str, ChunkIndex], epoch: Epoch,
+                  catalog: RawTable | None = None, same_datasets: bool = False) -> "Snapshot":
+        """The next state: indexes already loaded carry over where their location is unchanged;
+        ``catalog``: its catalog rows if known, or ``same_datasets``: those of this state."""
         keep = {n: i for n, i in self._indexes.items()
                 if n not in new_indexes and meta.physical.get(n) == self.meta.physical.get(n)}
         keep.update(new_indexes)
-        return Snapshot(meta, self.frames, epoch, keep)
+        return Snapshot(meta, self.frames, epoch, keep, self._catalog if same_datasets else catalog)
 
 
 # ---------------------------------------------------------------------- transaction
@@ -199,6 +223,22 @@ class Transaction:
         return ds
 
 
+class _NextCatalog:
+    """Wraps a commit's metadata on its way to storage with its catalog file (none for a staged writer)."""
+
+    def __init__(self, nc: "_catfile.NextCatalog | None") -> None:
+        self.nc = nc
+
+    def __call__(self, meta: StoreMeta) -> StoreMeta:
+        return meta if self.nc is None else self.nc.attach(meta)
+
+    @property
+    def rows(self) -> tuple[RawTable | None, bool]:
+        """``(catalog, same_datasets)`` for :meth:`Snapshot.successor`."""
+        nc = self.nc
+        return (None, False) if nc is None else (nc.raw, nc.same)
+
+
 # ---------------------------------------------------------------------- the handle's state
 class StoreState:
     """The state of one open handle, and the one internal interface to it.
@@ -208,8 +248,9 @@ class StoreState:
     """
 
     def __init__(self, storage: Storage, meta: StoreMeta,
-                 commit: Callable[[StoreMeta, "_history.Note | None"], None]) -> None:
+                 commit: Callable[[StoreMeta, "_history.Note | None"], None], catalog_files: bool = True) -> None:
         self.storage = storage
+        self.catalog_files = catalog_files  # commits write catalog files (not a staged writer's)
         self.frames = FrameReader(storage, meta.codec)
         self.lock = threading.RLock()
         self.write_lock = threading.RLock()
@@ -357,10 +398,17 @@ class StoreState:
             if not t.changed and not t.pending:
                 return False
             note = _history.Note(message, t.base.meta, frozenset(t.touched))
-            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, lambda m: self._commit(m, note),
+            cat = self._next_catalog(t.base, note.touched)
+            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, lambda m: self._commit(cat(m), note),
                                           reindexed=t.overlays)
-            self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
+            self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid), *cat.rows))
             return True
+
+    def _next_catalog(self, base: Snapshot, touched: frozenset[str]) -> "_NextCatalog":
+        from . import _catfile
+
+        return _NextCatalog(_catfile.NextCatalog(self.storage, base.meta, base.catalog, touched)
+                            if self.catalog_files else None)
 
     def commit_built(self, build: Callable[[Snapshot, Callable[[StoreMeta], None]],
                                            tuple[StoreMeta, dict[str, ChunkIndex]]],
@@ -375,8 +423,9 @@ class StoreState:
             self.flush()
             base = self.txn.base
             note = _history.Note(message, base.meta, touched)
-            meta, new_idx = build(base, lambda m: self._commit(m, note))
-            self._publish(base.successor(meta, new_idx, current_epoch(self.storage, meta.uid)))
+            cat = self._next_catalog(base, touched)
+            meta, new_idx = build(base, lambda m: self._commit(cat(m), note))
+            self._publish(base.successor(meta, new_idx, current_epoch(self.storage, meta.uid), *cat.rows))
             return meta
 
     def compact(self, tick: Callable[[], None]) -> int:
@@ -389,23 +438,25 @@ class StoreState:
             meta, new_idx, retired = _commit.compact(self.txn, base.meta, lambda m: self._commit(m, note), tick)
             retired = keep.retire(retired, meta)
             freed = self.storage.size_of(retired)
-            old, errors = self._publish_compacted(meta, new_idx, retired)
+            old, errors = self._publish_compacted(meta, new_idx, retired, base._catalog)
             if not old.alive and errors:  # deleted at once (no read was running) and a delete failed
                 raise errors[0]
             return freed
 
     def _publish_compacted(self, meta: StoreMeta, new_idx: dict[str, ChunkIndex],
-                           retired: list[str]) -> tuple[Any, list[Exception]]:
+                           retired: list[str], catalog: RawTable | None) -> tuple[Any, list[Exception]]:
         # a function of its own: no frame that an exception may keep holds the new epoch
         epoch, old, errors = end_epoch(self.storage, meta.uid, retired)
-        self._publish(Snapshot(meta, self.frames, epoch, new_idx))
+        self._publish(Snapshot(meta, self.frames, epoch, new_idx, catalog))  # compaction keeps the datasets
         return old, errors
 
     def verify(self) -> list[str]:
         t = self.txn
         pin = t.base.pin()  # noqa: F841
         try:
-            return _commit.verify(self.frames, t.base.meta)
+            from . import _catfile
+
+            return _commit.verify(self.frames, t.base.meta) + _catfile.verify(self.storage, t.base.meta)
         finally:
             del pin
 
@@ -414,7 +465,7 @@ class StoreState:
         and generation with other bookkeeping (expiry shortens the version log)."""
         with self.write_lock:
             base = self.txn.base
-            self._publish(base.successor(meta, {}, current_epoch(self.storage, meta.uid)))
+            self._publish(base.successor(meta, {}, current_epoch(self.storage, meta.uid), same_datasets=True))
 
     def _publish(self, snap: Snapshot) -> None:
         with self.lock:

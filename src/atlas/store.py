@@ -70,8 +70,10 @@ def _load_meta(storage: Storage) -> tuple[StoreMeta, str, str]:
 def _forget_process_caches() -> None:
     """Drop what this process shares between handles: parsed metadata, decoded indexes and
     frames (the comparison harness times reads as a fresh process would do them)."""
+    from ._catfile import forget
     from ._frames import _FRAMES, _INDEXES
 
+    forget()
     _PARSED.clear()
     _FRAMES.clear()
     _INDEXES.clear()
@@ -485,12 +487,12 @@ class Atlas:
         return query(self, expr)
 
     def _catalog_source(self, take: Any) -> Any:
-        """Internal, the catalog's one view of the state: ``take(key, meta)`` under the store lock,
+        """Internal, the catalog's one view of the state: ``take(key, txn)`` under the store lock,
         ``key`` changing with every flush and every catalog-visible edit."""
         st = self._state
-        with st.write_lock:
+        with st.lock if self.read_only else st.write_lock:  # (a read-only state refuses its write lock)
             t = st.txn
-            return take((t.meta.uid, t.base.generation, id(t), t.edits), t.meta)
+            return take((t.meta.uid, t.base.generation, id(t), t.edits), t)
 
     # ------------------------------------------------------------------ bulk reads
     def _read_into(self, txn: Transaction, array: str, metas: list[ArrayMeta], start: Any, count: Any,
