@@ -40,6 +40,8 @@ class cached_property:  # noqa: N801 - functools' version takes a lock per first
 FORMAT_VERSION = 1
 META_PATH = "atlas.meta"
 CATALOG_DIR = "catalog"  # catalog files (see ``atlas._catfile``)
+#: stores with fewer datasets get no catalog file (``atlas._catfile.MIN_DATASETS`` is this value)
+CATALOG_MIN_DATASETS = 5000
 
 
 def f2j(x: Any) -> Any:
