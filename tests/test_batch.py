@@ -196,3 +196,53 @@ def test_one_big_array_is_decoded_on_several_threads(tmp_path, monkeypatch):
     assert len(seen) >= 2 and all(t.startswith("atlas") for t in seen), seen
     undo()
     np.testing.assert_array_equal(got, atlas.Atlas.open(tmp_path / "s").open_dataset("d0").read_array("v"))
+
+
+def _first_cells(todo, bounds, pslot, pdst, kcount):
+    """Flat output position of the first piece of each frame in ``todo``."""
+    starts = np.asarray(bounds[:-1])[todo]
+    return pslot[starts] * int(np.prod(kcount)) + np.ravel_multi_index(pdst[starts].T, kcount)
+
+
+def test_units_of_a_grid_read_fill_slabs_of_their_own(monkeypatch):
+    """Reading a (24, 90, 180) array in (6, 45, 90) chunks on two threads: each unit takes the
+    four chunks of one slab of rows, never a chunk whose rows interleave with another unit's
+    (the halves of every row would otherwise be written, and first touched, by two threads)."""
+    monkeypatch.setattr(atlas._executor, "_size", 2)
+    grid = np.stack(np.meshgrid(np.arange(4), np.arange(2), np.arange(2), indexing="ij"), -1).reshape(-1, 3)
+    pdst = grid * np.array([6, 45, 90])
+    order = np.random.default_rng(1).permutation(16)  # frames in any file order
+    pdst = pdst[order]
+    units = _read._regions(np.arange(16), list(range(17)), np.zeros(16, np.int64), pdst, np.array([24, 90, 180]),
+                           np.full(16, 6 * 45 * 90 * 4), 2 * 6 * 45 * 90 * 4)
+    assert len(units) == 4
+    for u in units:
+        assert len(u) == 4 and len(set(pdst[u, 0].tolist())) == 1, pdst[u]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_units_partition_the_frames_into_runs_of_the_output(data):
+    """``_regions``: every frame in exactly one unit, and each unit a run of consecutive frames
+    in output order (what makes units write regions of their own)."""
+    ndim = data.draw(st.integers(1, 3))
+    kcount = np.array(data.draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim)))
+    nslots = data.draw(st.integers(1, 4))
+    nf = data.draw(st.integers(1, 30))
+    npieces = data.draw(st.lists(st.integers(1, 3), min_size=nf, max_size=nf))
+    bounds = np.concatenate([[0], np.cumsum(npieces)]).tolist()
+    total = bounds[-1]
+    pslot = np.array(data.draw(st.lists(st.integers(0, nslots - 1), min_size=total, max_size=total)), np.int64)
+    pdst = np.stack([np.array(data.draw(st.lists(st.integers(0, int(c) - 1), min_size=total, max_size=total)), np.int64)
+                     for c in kcount], 1)
+    todo = np.array(sorted(data.draw(st.sets(st.integers(0, nf - 1), min_size=1))), np.int64)
+    rlen = np.array(data.draw(st.lists(st.integers(1, 1000), min_size=nf, max_size=nf)), np.int64)
+    per = data.draw(st.integers(1, 3000))
+    units = _read._regions(todo, bounds, pslot, pdst, kcount, rlen, per)
+    got = np.concatenate(units)
+    assert sorted(got.tolist()) == todo.tolist()
+    assert all((np.diff(u) > 0).all() for u in units)
+    pos = dict(zip(todo.tolist(), _first_cells(todo, bounds, pslot, pdst, kcount).tolist()))
+    spans = [(min(pos[k] for k in u.tolist()), max(pos[k] for k in u.tolist())) for u in units]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+    assert all(int(rlen[u].sum()) >= per for u in units[:-1])

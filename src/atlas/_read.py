@@ -245,45 +245,68 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
                 finish(k)
         return unit
 
-    total = int(rlen.sum())
-    per = _unit_bytes(total)
+    per = _unit_bytes(int(rlen.sum()))
     if any(decoded):
         done = [k for k in range(nf) if decoded[k]]
         w.add(finish_all(done), int(rlen[done].sum()))
     if not todo.size:
         return
+    units = _regions(todo, bounds, pslot, dst[pc], kcount, rlen, per)
     if getattr(fr.storage, "io_concurrency", 1) <= 1:
-        # local disk: each unit reads its own ranges (sized so there are a few units per thread)
-        # and decodes as it goes, so reads overlap with decompression and nothing is held early
-        got: list[Any] = [None] * todo.size
-        clen = idx.frames["clen"][uf[todo]]
-        max_read = max(1, int(per * clen.sum() // max(1, int(rlen[todo].sum()))))
-        for rr in (r for plan in fr.plan(idx, uf[todo], max_read) for r in plan.split()):
-            def unit(rr: Any = rr) -> None:
-                fr.run(rr, got)
-                for i in rr.sel.tolist():
-                    k = int(todo[i])
-                    blobs[k] = got[i]
-                    got[i] = None
-                    finish(k)
-            w.add(unit, int(rlen[todo[rr.sel]].sum()))
+        # local disk: each unit reads its own frames (coalesced ranges) and decodes as it goes,
+        # so reads overlap with decompression and nothing is held early
+        for ks in units:
+            def unit(ks: np.ndarray = ks) -> None:
+                got: list[Any] = [None] * len(ks)
+                for rr in (r for plan in fr.plan(idx, uf[ks]) for r in plan.split()):
+                    fr.run(rr, got)
+                    for i in rr.sel.tolist():
+                        blobs[int(ks[i])] = got[i]
+                        got[i] = None
+                        finish(int(ks[i]))
+            w.add(unit, int(rlen[ks].sum()))
         return
-    # object stores: fetched now, concurrently; units of frames of about ``per`` decoded bytes
+    # object stores: fetched now, concurrently
     held = 0
     for k, b in zip(todo.tolist(), fr.fetch(idx, uf[todo])):
         blobs[k] = b
         held += len(b)
-    ks: list[int] = []
-    acc = 0
-    for k in todo.tolist():
-        ks.append(k)
-        acc += int(rlen[k])
-        if acc >= per:
-            w.add(finish_all(ks), acc)
-            ks, acc = [], 0
-    if ks:
-        w.add(finish_all(ks), acc)
+    for ks in units:
+        w.add(finish_all(ks.tolist()), int(rlen[ks].sum()))
     w.held += held
+
+
+def _regions(todo: np.ndarray, bounds: list[int], pslot: np.ndarray, pdst: np.ndarray, kcount: np.ndarray,
+             rlen: np.ndarray, per: int) -> list[np.ndarray]:
+    """Frames ``todo`` (pieces ``bounds[k]:bounds[k + 1]`` of frame ``k``) cut into units of about
+    ``per`` decoded bytes, each filling one region of the output.
+
+    Frames are ordered by where their first piece lands (C order over slot, then the box's
+    axes) and a unit never ends inside a region: a slot, or for fewer slots than units, a
+    slab along the leading axes. Two threads copying chunks that interleave in memory (the
+    halves of every row of a grid) would fault and write the same pages; regions keep each
+    thread on pages of its own.
+    """
+    starts = np.asarray(bounds[:-1], np.int64)[todo]
+    slot, corner = pslot[starts], pdst[starts]
+    want = min(len(todo), 2 * _executor.num_threads())
+    level = 0  # region = the slot and the first ``level`` coordinates of the piece's corner
+    while level < corner.shape[1] and len(np.unique(np.column_stack([slot, corner[:, :level]]), axis=0)) < want:
+        level += 1
+    order = np.lexsort(tuple(corner[:, a] for a in range(corner.shape[1] - 1, -1, -1)) + (slot,))
+    key = np.column_stack([slot, corner[:, :level]])[order]
+    new_region = np.ones(len(order), bool)
+    new_region[1:] = (key[1:] != key[:-1]).any(axis=1)
+    out: list[np.ndarray] = []
+    acc, first = 0, 0
+    sizes = rlen[todo[order]].tolist()
+    for j in range(len(order)):
+        if acc >= per and new_region[j]:
+            out.append(np.sort(todo[order[first:j]]))
+            acc, first = 0, j
+        acc += sizes[j]
+    out.append(np.sort(todo[order[first:]]))
+    return out
 
 
 def load_chunk(v: View, name: str, m: ArrayMeta, cid: int) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -112,7 +112,7 @@ def end_epoch(storage: Storage, uid: str, retired: list[str]) -> tuple[Epoch, An
 class Snapshot:
     """An immutable committed state: metadata plus the chunk indexes of its segments."""
 
-    __slots__ = ("meta", "frames", "_indexes", "_lock", "_epoch", "_catalog", "_cat_lock", "__weakref__")
+    __slots__ = ("meta", "frames", "_indexes", "_lock", "_loading", "_epoch", "_catalog", "_cat_lock", "__weakref__")
 
     def __init__(self, meta: StoreMeta, frames: FrameReader, epoch: Epoch,
                  indexes: dict[str, ChunkIndex] | None = None, catalog: RawTable | None = None) -> None:
@@ -120,6 +120,7 @@ class Snapshot:
         self.frames = frames
         self._indexes: dict[str, ChunkIndex] = indexes or {}
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # one lock per array name being loaded
         self._epoch = weakref.ref(epoch)
         self._catalog = catalog
         self._cat_lock = threading.Lock()
@@ -132,7 +133,9 @@ class Snapshot:
         """The chunk index of array name ``name`` in this state (one range read, on first use)."""
         idx = self._indexes.get(name)
         if idx is None:
-            with self._lock:
+            with self._lock:  # held for a dict lookup only: several names load at once
+                lock = self._loading.setdefault(name, threading.Lock())
+            with lock:
                 idx = self._indexes.get(name)
                 if idx is None:
                     idx = self._indexes[name] = self.frames.load_index(name, self.meta.physical.get(name))
