@@ -672,6 +672,36 @@ def test_checksummed_garbage_chunk_index_decodes_consistent_or_raises(footer, co
     assert _index_problems(idx) == []
 
 
+@pytest.mark.parametrize("change, culprit", [
+    (lambda f: f.update(v=3), "index version 3"),
+    (lambda f: f["widths"].update({"c.aid": "<f8"}), "unknown width '<f8'"),
+    (lambda f: f["widths"].update({"c.aid": "<u8"}), "column 'aid' of 4 bytes does not hold whole '<u8'"),
+    (lambda f: f["widths"].update({"c.aid": "|u1"}), "different lengths"),  # 4 rows where the others have 2
+    (lambda f: f.pop("widths"), "widths"),  # version 2 without its widths
+])
+def test_narrowed_chunk_index_with_bad_widths_raises_corrupt(change, culprit):
+    """Version 2 footers keep each column at a narrow width and say which; a footer whose
+    version or widths cannot be right is a ``CorruptStoreError`` naming what is wrong."""
+    raw0, data0 = _footer_v2()
+    idx = ChunkIndex.decode(data0, "zstd", raw0, "x.seg")  # the undamaged footer decodes
+    assert idx.chunks["aid"].tolist() == [3, 300] and idx.chunks["aid"].dtype == np.int64
+    footer = msgpack.unpackb(codecs.decompress("zstd", data0, raw0), raw=False)
+    change(footer)
+    raw = msgpack.packb(footer, use_bin_type=True)
+    with pytest.raises(CorruptStoreError, match=culprit):
+        ChunkIndex.decode(codecs.compress("zstd", raw), "zstd", len(raw), "x.seg")
+
+
+def _footer_v2() -> tuple[int, bytes]:
+    idx = ChunkIndex(["arrays/00000-a/s1.seg"],
+                     {"seg": np.zeros(1, np.int64), "off": np.zeros(1, np.int64), "clen": np.asarray([64]),
+                      "rlen": np.asarray([64]), "crc": np.zeros(1, np.uint32)},
+                     {k: np.zeros(2, t) for k, t in CHUNK_COLUMNS.items()} | {"aid": np.asarray([3, 300]),
+                                                                            "cid": np.asarray([0, 0])})
+    data, raw = idx.encode("zstd")
+    return raw, data
+
+
 # =============================================================================================
 # 4. damaged stores
 # =============================================================================================
@@ -863,7 +893,8 @@ def _apply_footer_edits(edits):
                 continue
             grp, k = where
             t = (FRAME_COLUMNS if grp == "frames" else CHUNK_COLUMNS)[k]
-            col = np.frombuffer(footer[grp][k], t).copy()
+            width = footer.get("widths", {}).pop(f"{grp[0]}.{k}", None)  # narrowed: edit at full width
+            col = np.frombuffer(footer[grp][k], width or t).astype(t)
             kind, v = how
             if kind == "fill":
                 col[:] = np.asarray(v).astype(t) if t != np.int64 else v

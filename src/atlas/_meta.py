@@ -37,7 +37,7 @@ class cached_property:  # noqa: N801 - functools' version takes a lock per first
         return v
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: chunk indexes with narrowed columns (an older atlas must refuse, not misread them)
 META_PATH = "atlas.meta"
 CATALOG_DIR = "catalog"  # catalog files (see ``atlas._catfile``)
 #: stores with fewer datasets get no catalog file (``atlas._catfile.MIN_DATASETS`` is this value)

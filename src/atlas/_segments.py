@@ -40,7 +40,8 @@ CHUNK_COLUMNS = {
     "has": np.uint8,
     "wmask": np.uint8,
 }
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 1: every column at its full width; 2: each column at the narrowest width holding its values
+_WIDTHS = {np.dtype(t).str for t in ("u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8")}
 FIRST_DICT_AFTER = 32  # one-chunk lookups by binary search before the per-instance dict is built
 _uids = itertools.count(1)
 
@@ -96,11 +97,17 @@ class ChunkIndex:
         return slice(int(np.searchsorted(a, aid, "left")), int(np.searchsorted(a, aid, "right")))
 
     def encode(self, codec: str) -> tuple[bytes, int]:
+        """The index footer: msgpack of the columns, each at the narrowest integer width that
+        holds its values (decoding costs in proportion to the decoded size: most columns are
+        small ids, offsets and sizes, so this is about a third of full width), compressed."""
+        frames = {k: _narrow(np.asarray(v, FRAME_COLUMNS[k])) for k, v in self.frames.items()}
+        chunks = {k: _narrow(np.asarray(v, CHUNK_COLUMNS[k])) for k, v in self.chunks.items()}
         obj = {
             "v": INDEX_VERSION,
             "segments": self.segments,
-            "frames": {k: np.ascontiguousarray(v, FRAME_COLUMNS[k]).tobytes() for k, v in self.frames.items()},
-            "chunks": {k: np.ascontiguousarray(v, CHUNK_COLUMNS[k]).tobytes() for k, v in self.chunks.items()},
+            "frames": {k: b for k, (_, b) in frames.items()},
+            "chunks": {k: b for k, (_, b) in chunks.items()},
+            "widths": {**{"f." + k: t for k, (t, _) in frames.items()}, **{"c." + k: t for k, (t, _) in chunks.items()}},
         }
         raw = msgpack.packb(obj, use_bin_type=True)
         return codecs.compress(codec, raw), len(raw)
@@ -111,11 +118,29 @@ class ChunkIndex:
         with ``folder``, every segment must lie in that folder."""
         try:
             obj = msgpack.unpackb(codecs.decompress(codec, data, raw_size), raw=False)
+            version = obj.get("v", 1)
+            if version not in (1, 2):
+                raise ValueError(f"index version {version!r} is not one this library reads")
+            widths = obj["widths"] if version >= 2 else {}
+
+            def column(part: str, k: str, t: Any) -> np.ndarray:
+                w = widths.get(part[0] + "." + k)
+                if w is None:
+                    return np.frombuffer(obj[part][k], t)
+                if w not in _WIDTHS:
+                    raise ValueError(f"column {k!r} has an unknown width {w!r}")
+                if len(obj[part][k]) % np.dtype(w).itemsize:
+                    raise ValueError(f"column {k!r} of {len(obj[part][k])} bytes does not hold whole {w!r} values")
+                a = np.frombuffer(obj[part][k], w).astype(t, copy=False)
+                a.flags.writeable = False  # as read-only as full-width columns straight off the buffer
+                return a
+
+            frames = {k: column("frames", k, t) for k, t in FRAME_COLUMNS.items()}
+            n = column("chunks", "aid", np.int64).shape[0]
             idx = cls(
                 segments=list(obj["segments"]),
-                frames={k: np.frombuffer(obj["frames"][k], t) for k, t in FRAME_COLUMNS.items()},
-                chunks={k: np.frombuffer(obj["chunks"][k], t) if k in obj["chunks"] else np.zeros(len(obj["chunks"]["aid"]) // 8, t)
-                        for k, t in CHUNK_COLUMNS.items()},
+                frames=frames,
+                chunks={k: column("chunks", k, t) if k in obj["chunks"] else np.zeros(n, t) for k, t in CHUNK_COLUMNS.items()},
             )
         except Exception as e:  # noqa: BLE001
             raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e
@@ -209,3 +234,14 @@ class ChunkIndex:
         if problem:
             raise ValueError(f"staged chunk indexes do not fit together: {problem}")
         return out
+
+
+def _narrow(v: np.ndarray) -> tuple[str, bytes]:
+    """``(width, bytes)`` of an integer column at the narrowest width that holds its values."""
+    if v.size and v.dtype.itemsize > 1:
+        lo, hi = int(v.min()), int(v.max())
+        for t in ("u1", "u2", "u4") if lo >= 0 else ("i1", "i2", "i4"):
+            info = np.iinfo(t)
+            if info.min <= lo and hi <= info.max:
+                return np.dtype(t).str, v.astype(t).tobytes()
+    return v.dtype.str, np.ascontiguousarray(v).tobytes()
