@@ -256,9 +256,12 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
         # local disk: each unit reads its own frames (coalesced ranges) and decodes as it goes,
         # so reads overlap with decompression and nothing is held early
         for ks in units:
-            def unit(ks: np.ndarray = ks) -> None:
+            # the reads are planned here, so a unit spends its time in code that releases the GIL
+            reads = [r for plan in fr.plan(idx, uf[ks]) for r in plan.split()]
+
+            def unit(ks: np.ndarray = ks, reads: list[Any] = reads) -> None:
                 got: list[Any] = [None] * len(ks)
-                for rr in (r for plan in fr.plan(idx, uf[ks]) for r in plan.split()):
+                for rr in reads:
                     fr.run(rr, got)
                     for i in rr.sel.tolist():
                         blobs[int(ks[i])] = got[i]
@@ -288,15 +291,18 @@ def _regions(todo: np.ndarray, bounds: list[int], pslot: np.ndarray, pdst: np.nd
     thread on pages of its own.
     """
     starts = np.asarray(bounds[:-1], np.int64)[todo]
-    slot, corner = pslot[starts], pdst[starts]
+    corner = pdst[starts]
+    strides = np.cumprod(np.concatenate([[1], kcount[:0:-1]]))[::-1]  # C-order strides of the box, in cells
+    pos = pslot[starts] * int(np.prod(kcount)) + corner @ strides  # flat output position of each frame
+    order = np.argsort(pos, kind="stable")
     want = min(len(todo), 2 * _executor.num_threads())
-    level = 0  # region = the slot and the first ``level`` coordinates of the piece's corner
-    while level < corner.shape[1] and len(np.unique(np.column_stack([slot, corner[:, :level]]), axis=0)) < want:
-        level += 1
-    order = np.lexsort(tuple(corner[:, a] for a in range(corner.shape[1] - 1, -1, -1)) + (slot,))
-    key = np.column_stack([slot, corner[:, :level]])[order]
+    pos = pos[order]
+    for level in range(len(kcount) + 1):  # region = the slot and the first ``level`` coordinates of the corner
+        key = pos // (int(strides[level - 1]) if level else int(np.prod(kcount)))  # each frame's, in output order
+        if level == len(kcount) or len(np.unique(key)) >= want:
+            break
     new_region = np.ones(len(order), bool)
-    new_region[1:] = (key[1:] != key[:-1]).any(axis=1)
+    new_region[1:] = key[1:] != key[:-1]
     out: list[np.ndarray] = []
     acc, first = 0, 0
     sizes = rlen[todo[order]].tolist()
