@@ -495,11 +495,54 @@ def test_json_metadata_lines_damaged_or_unwritable(tmp_path):
     raw = meta_file.read_bytes()[24:]
     cut = raw[:raw.rindex(b"\n")]  # the last entry's line removed, checksum made valid again
     meta_file.write_bytes(_metaio._HEADER.pack(_metaio.MAGIC, 2, 0, 0, zlib.crc32(cut), len(cut)) + cut)
+    st = Atlas.open(path)  # the names are the first line: opening and listing never split the entries
+    assert st.list_datasets() == ["a", "b"]
     with pytest.raises(CorruptStoreError, match="atlas.meta.*2 dataset names but 1 entries"):
-        Atlas.open(path)
+        st.open_dataset("a").get_attribute("k")  # the first use of an entry splits them all
+    with pytest.raises(CorruptStoreError, match="atlas.meta.*2 dataset names but 1 entries"):
+        _metaio.decode(meta_file.read_bytes(), str(meta_file))  # the eager parse (history, staged commits)
+    assert st.list_datasets() == ["a", "b"]
     obj = {"format": "atlas", "datasets": [["a", "[{},\n{}]"], ["b", "[{},{}]"]]}
     data = _metaio.encode(obj, "json", "none")
     assert data[8] == 0 and _metaio.decode(data, "x")[0] == obj
     obj["datasets"][0][1] = "[{},{}]"
     data = _metaio.encode(obj, "json", "zstd")
     assert data[8] == 2 and _metaio.decode(data, "x") == (obj, "json", "zstd")
+
+
+def test_first_uses_of_unsplit_entries_from_many_threads(tmp_path):
+    """A fresh handle leaves the dataset entries unsplit until one is used; threads that use
+    entries at the same moment (and one that creates and deletes datasets meanwhile) all see
+    every dataset whole. Twenty fresh handles, eight threads each."""
+    import threading
+
+    path = fresh(tmp_path)
+    names = [f"d{i:03d}" for i in range(200)]
+    with Atlas.create(path) as s:
+        for n in names:
+            s.create_dataset(n).set_attribute("k", n)
+    for it in range(20):
+        st = Atlas.open(path)
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def use(k: int) -> None:
+            try:
+                barrier.wait(timeout=30)
+                if k == 0:
+                    st.create_dataset(f"new{it}").set_attribute("k", "new")
+                    st.delete_dataset(names[it])
+                for n in names[20 + k::7]:
+                    assert st.open_dataset(n).get_attribute("k") == n
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=use, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors
+        assert sorted(st.list_datasets()) == sorted(names[it + 1:] + [f"new{j}" for j in range(it + 1)])
+        assert st.open_dataset(f"new{it}").get_attribute("k") == "new"
+        st.close()

@@ -120,8 +120,8 @@ def capture(meta: StoreMeta, only: Optional[set[str]] = None) -> Rows:
     if only is None:
         items: Any = meta.datasets.raw_items()
     else:
-        get = dict.get
-        items = [(n, v) for n, v in ((n, get(meta.datasets, n)) for n in only) if v is not None]
+        raw = meta.datasets.raw
+        items = [(n, v) for n, v in ((n, raw(n)) for n in only) if v is not None]
     for name, v in items:
         names.append(name)
         entries.append(v if type(v) is not DatasetMeta else _plain(v, schemas))
@@ -387,7 +387,7 @@ def _assemble(base: RawTable, base_meta: StoreMeta, d: RawTable, delta: Rows, sr
             if s >= n_old:
                 entry = delta.entries[s - n_old]
             else:
-                entry = dict.get(base_meta.datasets, base.names[s])
+                entry = base_meta.datasets.raw(base.names[s])
             return _entry_keys(entry, which)
         return keys
 

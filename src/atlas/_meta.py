@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -19,6 +20,7 @@ import msgpack
 import numpy as np
 
 from . import codecs
+from ._metaio import Lines
 from . import dtypes as D
 from .errors import CorruptStoreError, StoreFormatError
 
@@ -310,9 +312,33 @@ class Datasets(dict):  # type: ignore[type-arg]
     untouched dataset is written back as the same string.
     """
 
-    def __init__(self, schemas: list[ArrayMeta]) -> None:
+    def __init__(self, schemas: list[ArrayMeta], lines: Any = None) -> None:
         super().__init__()
         self.schemas = schemas
+        #: entries of a line-layout file not split yet (``atlas._metaio.Lines``): until then
+        #: every name maps to ``_UNSPLIT``; listing the names never splits them
+        self._lines = lines
+        if lines is not None:
+            dict.update(self, dict.fromkeys(lines.names, _UNSPLIT))
+
+    def _split(self) -> None:
+        """Put every dataset's entry in place of ``_UNSPLIT`` (once; safe from several threads)."""
+        with _SPLIT_LOCK:
+            lines = self._lines
+            if lines is None:
+                return
+            for name, entry in zip(lines.names, lines.entries()):
+                if dict.get(self, name) is _UNSPLIT:
+                    dict.__setitem__(self, name, entry)
+            self._lines = None
+
+    def raw(self, name: str) -> Any:
+        """The entry of ``name`` as it is (decoded or its metadata-file form), or None."""
+        v = dict.get(self, name)
+        if v is _UNSPLIT:
+            self._split()
+            v = dict.get(self, name)
+        return v
 
     def _decode(self, name: str, v: Any) -> DatasetMeta:
         if type(v) is DatasetMeta:
@@ -324,6 +350,11 @@ class Datasets(dict):  # type: ignore[type-arg]
 
     def _load(self, name: str, v: Any) -> DatasetMeta:
         if type(v) is not DatasetMeta:
+            if v is _UNSPLIT:
+                self._split()
+                v = dict.__getitem__(self, name)
+                if type(v) is DatasetMeta:
+                    return v
             v = self._decode(name, v)
             dict.__setitem__(self, name, v)
         return v
@@ -342,10 +373,14 @@ class Datasets(dict):  # type: ignore[type-arg]
         return [(k, self._load(k, v)) for k, v in list(dict.items(self))]
 
     def pop(self, name: Any, *default: Any) -> Any:
+        if self._lines is not None:
+            self._split()
         v = dict.pop(self, name, *default)
         return v if v is None or (default and v is default[0]) else self._decode(name, v)
 
     def raw_items(self) -> Any:
+        if self._lines is not None:
+            self._split()
         return dict.items(self)
 
     def set_raw(self, name: str, blob: Any) -> None:
@@ -355,11 +390,13 @@ class Datasets(dict):  # type: ignore[type-arg]
     def copy(self) -> "Datasets":
         """A shallow copy (entries are shared; decoded or not) over the same schema table."""
         d = Datasets(self.schemas)
-        dict.update(d, dict.items(self))
+        dict.update(d, self.raw_items())
         return d
 
 
 _MISSING = object()
+_UNSPLIT = object()  # an entry still inside its Datasets' unsplit lines
+_SPLIT_LOCK = threading.Lock()
 
 
 class IndexLocation(NamedTuple):
@@ -534,15 +571,18 @@ class StoreMeta:
             if codec not in codecs.CODECS:
                 raise ValueError(f"unknown codec {codec!r}")
             schemas = [ArrayMeta.schema_from_dict(x) for x in d["schemas"]]
-            ds = Datasets(schemas)
             entries = d["datasets"]
-            if not _plain_names([e[0] for e in entries]):  # the slow, precise check only to name the culprit
-                for name, _ in entries:
+            lines = entries if isinstance(entries, Lines) else None  # left unsplit by _metaio
+            names = lines.names if lines is not None else [e[0] for e in entries]
+            if not _plain_names(names):  # the slow, precise check only to name the culprit
+                for name in names:
                     validate_name(name, "dataset")
-            dict.update(ds, entries)  # pairs (ValueError for an entry that is not one)
-            if len(ds) != len(entries):
+            ds = Datasets(schemas, lines)
+            if lines is None:
+                dict.update(ds, entries)  # pairs (ValueError for an entry that is not one)
+            if len(ds) != len(names):
                 raise ValueError("a dataset name appears twice")
-            if not set(map(type, dict.values(ds))) <= {str, bytes}:
+            if lines is None and not set(map(type, dict.values(ds))) <= {str, bytes}:
                 name, blob = next((k, v) for k, v in dict.items(ds) if type(v) not in (str, bytes))
                 raise ValueError(f"dataset {name!r}: entry is a {type(blob).__name__}")
             physical = {}

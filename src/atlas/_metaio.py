@@ -83,21 +83,48 @@ def _json_lines(obj: dict[str, Any]) -> tuple[bytes, int]:
     return _dumps(obj).encode("utf-8"), _FMT_CODE["json"]
 
 
-def _from_lines(text: str) -> dict[str, Any]:
-    head, _, body = text.partition("\n")
-    obj = json.loads(head)
+class Lines:
+    """The dataset entries of a line-layout file, split when first needed.
+
+    Opening a store and listing its datasets needs only the names (the first line): the
+    entries stay one ``bytes`` until something asks for any of them, then :meth:`entries`
+    splits them all at once (``CorruptStoreError`` naming the file if they do not pair up
+    with the names).
+    """
+
+    __slots__ = ("names", "body", "where")
+
+    def __init__(self, names: list[Any], body: bytes, where: str) -> None:
+        self.names, self.body, self.where = names, body, where
+
+    def entries(self) -> list[str]:
+        entries = self.body.decode("utf-8").split("\n") if self.names else []
+        if len(entries) != len(self.names) or (not self.names and self.body):
+            raise CorruptStoreError(f"{self.where}: metadata cannot be decoded: {len(self.names)} dataset names "
+                                    f"but {len(entries)} entries")
+        return entries
+
+
+def _from_lines(raw: bytes, where: str, lazy: bool) -> dict[str, Any]:
+    head, _, body = raw.partition(b"\n")
+    obj = json.loads(head.decode("utf-8"))
     if not isinstance(obj, dict) or not isinstance(obj.get("datasets"), list):
         raise ValueError("metadata is not a mapping with dataset names")
-    names = obj["datasets"]
-    entries = body.split("\n") if names else []
-    if len(entries) != len(names) or (not names and body):
-        raise ValueError(f"{len(names)} dataset names but {len(entries)} entries")
-    obj["datasets"] = list(map(list, zip(names, entries)))
+    lines = Lines(obj["datasets"], body, where)
+    if lazy:
+        obj["datasets"] = lines
+    else:
+        obj["datasets"] = list(map(list, zip(lines.names, lines.entries())))
     return obj
 
 
-def decode(data: bytes | bytearray | memoryview, where: str) -> tuple[dict[str, Any], str, str]:
-    """Parse a metadata file; returns ``(dict, format, compression)``."""
+def decode(data: bytes | bytearray | memoryview, where: str, lazy: bool = False) -> tuple[dict[str, Any], str, str]:
+    """Parse a metadata file; returns ``(dict, format, compression)``.
+
+    With ``lazy``, the dataset entries of a line-layout file are left as one :class:`Lines`
+    (``StoreMeta.from_dict`` takes it; they are split on first use) instead of a list of
+    ``[name, entry]`` pairs.
+    """
     if len(data) < _HEADER.size:
         raise CorruptStoreError(f"{where}: metadata file truncated ({len(data)} bytes)")
     magic, f, c, _, crc, rawlen = _HEADER.unpack_from(data)
@@ -114,11 +141,13 @@ def decode(data: bytes | bytearray | memoryview, where: str) -> tuple[dict[str, 
     try:
         raw = codecs.decompress(comp, payload, rawlen)
         if f == _JSON_LINES:
-            obj = _from_lines(bytes(raw).decode("utf-8"))
+            obj = _from_lines(bytes(raw), where, lazy)
         elif fmt == "json":
             obj = json.loads(bytes(raw).decode("utf-8"))
         else:
             obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except CorruptStoreError:
+        raise
     except Exception as e:  # noqa: BLE001 - any parse failure is corruption
         raise CorruptStoreError(f"{where}: metadata cannot be decoded: {e}") from e
     if not isinstance(obj, dict):

@@ -60,7 +60,7 @@ def _load_meta(storage: Storage) -> tuple[StoreMeta, str, str]:
         return hit[1], hit[2], hit[3]
     where = f"{storage.location}/{META_PATH}"
     with _gc.paused():
-        obj, fmt, comp = _metaio.decode(data, where)
+        obj, fmt, comp = _metaio.decode(data, where, lazy=True)
         meta = StoreMeta.from_dict(obj, where)
     if stamp is not None:
         _PARSED[key] = (stamp, meta, fmt, comp)
