@@ -322,15 +322,26 @@ class Datasets(dict):  # type: ignore[type-arg]
             dict.update(self, dict.fromkeys(lines.names, _UNSPLIT))
 
     def _split(self) -> None:
-        """Put every dataset's entry in place of ``_UNSPLIT`` (once; safe from several threads)."""
+        """Put every dataset's entry in place of ``_UNSPLIT`` (once; safe from several threads).
+
+        Every change to the mapping splits first, so until then every value is ``_UNSPLIT``
+        and the entries go in with one ``dict.update``."""
         with _SPLIT_LOCK:
             lines = self._lines
             if lines is None:
                 return
-            for name, entry in zip(lines.names, lines.entries()):
-                if dict.get(self, name) is _UNSPLIT:
-                    dict.__setitem__(self, name, entry)
+            dict.update(self, zip(lines.names, lines.entries()))
             self._lines = None
+
+    def __setitem__(self, name: str, v: Any) -> None:
+        if self._lines is not None:
+            self._split()
+        dict.__setitem__(self, name, v)
+
+    def __delitem__(self, name: str) -> None:
+        if self._lines is not None:
+            self._split()
+        dict.__delitem__(self, name)
 
     def raw(self, name: str) -> Any:
         """The entry of ``name`` as it is (decoded or its metadata-file form), or None."""
@@ -385,7 +396,7 @@ class Datasets(dict):  # type: ignore[type-arg]
 
     def set_raw(self, name: str, blob: Any) -> None:
         """Add a dataset in its metadata-file form (decoded, and checked, when first used)."""
-        dict.__setitem__(self, name, blob)
+        self[name] = blob
 
     def copy(self) -> "Datasets":
         """A shallow copy (entries are shared; decoded or not) over the same schema table."""

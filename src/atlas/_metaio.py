@@ -94,23 +94,27 @@ class Lines:
 
     __slots__ = ("names", "body", "where")
 
-    def __init__(self, names: list[Any], body: bytes, where: str) -> None:
+    def __init__(self, names: list[Any], body: memoryview, where: str) -> None:
         self.names, self.body, self.where = names, body, where
 
     def entries(self) -> list[str]:
-        entries = self.body.decode("utf-8").split("\n") if self.names else []
-        if len(entries) != len(self.names) or (not self.names and self.body):
+        entries = str(self.body, "utf-8").split("\n") if self.names else []
+        if len(entries) != len(self.names) or (not self.names and len(self.body)):
             raise CorruptStoreError(f"{self.where}: metadata cannot be decoded: {len(self.names)} dataset names "
                                     f"but {len(entries)} entries")
         return entries
 
 
-def _from_lines(raw: bytes, where: str, lazy: bool) -> dict[str, Any]:
-    head, _, body = raw.partition(b"\n")
-    obj = json.loads(head.decode("utf-8"))
+def _from_lines(buf: bytes | bytearray, start: int, where: str, lazy: bool) -> dict[str, Any]:
+    """The line layout held in ``buf[start:]``; the entries stay a view of ``buf`` (no copy:
+    a fresh 250 KB block per open is a fresh set of pages to fault in)."""
+    nl = buf.find(b"\n", start)
+    end = len(buf) if nl < 0 else nl
+    view = memoryview(buf)
+    obj = json.loads(str(view[start:end], "utf-8"))
     if not isinstance(obj, dict) or not isinstance(obj.get("datasets"), list):
         raise ValueError("metadata is not a mapping with dataset names")
-    lines = Lines(obj["datasets"], body, where)
+    lines = Lines(obj["datasets"], view[end + 1:], where)
     if lazy:
         obj["datasets"] = lines
     else:
@@ -139,13 +143,18 @@ def decode(data: bytes | bytearray | memoryview, where: str, lazy: bool = False)
     if codecs.checksum(payload) != crc:
         raise CorruptStoreError(f"{where}: metadata checksum mismatch (file is damaged)")
     try:
-        raw = codecs.decompress(comp, payload, rawlen)
-        if f == _JSON_LINES:
-            obj = _from_lines(bytes(raw), where, lazy)
-        elif fmt == "json":
-            obj = json.loads(bytes(raw).decode("utf-8"))
+        if comp == "none" and f == _JSON_LINES and isinstance(data, (bytes, bytearray)):
+            if len(payload) != rawlen:
+                raise ValueError(f"payload of {len(payload)} bytes, expected {rawlen}")
+            obj = _from_lines(data, _HEADER.size, where, lazy)  # the file's own bytes: no copy
         else:
-            obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            raw = codecs.decompress(comp, payload, rawlen)
+            if f == _JSON_LINES:
+                obj = _from_lines(bytes(raw), 0, where, lazy)
+            elif fmt == "json":
+                obj = json.loads(bytes(raw).decode("utf-8"))
+            else:
+                obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except CorruptStoreError:
         raise
     except Exception as e:  # noqa: BLE001 - any parse failure is corruption
