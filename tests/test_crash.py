@@ -604,7 +604,7 @@ def run_crash_trials(tmp_path: Path, kills: int, seed: int, min_mid_flush: int, 
 
 
 def test_sigkill_during_flush_loop(tmp_path: Path) -> None:
-    run_crash_trials(tmp_path, kills=40, seed=20240601, min_mid_flush=8)
+    run_crash_trials(tmp_path, kills=32, seed=20240601, min_mid_flush=8)
 
 
 @pytest.mark.slow

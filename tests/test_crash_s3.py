@@ -400,7 +400,7 @@ def _assert_coverage(stats: dict[str, Any], flushing: int, compacting: int, crea
 
 def test_sigkill_during_create_flush_compact_on_s3(tmp_path, moto_server, moto_activity, s3_bucket,
                                                    monkeypatch) -> None:
-    stats = run_s3_crash_trials(tmp_path, moto_server, moto_activity, s3_bucket, monkeypatch, kills=35, seed=20240602)
+    stats = run_s3_crash_trials(tmp_path, moto_server, moto_activity, s3_bucket, monkeypatch, kills=28, seed=20240602)
     _assert_coverage(stats, flushing=8, compacting=3, creating=1)
 
 
