@@ -43,11 +43,15 @@ def read_box(shape: Sequence[int], start: Any, count: Any, array: str) -> tuple[
     return s, c
 
 
-def write_box(shape: Sequence[int], start: Any, data_shape: Sequence[int], array: str) -> tuple[int, ...]:
+def write_box(shape: tuple[int, ...], start: Any, data_shape: tuple[int, ...], array: str,
+              default_origin: bool = False) -> tuple[int, ...]:
+    """The checked ``start`` of a write of ``data_shape`` (``default_origin``: None means the origin)."""
     nd = len(shape)
     if len(data_shape) != nd:
         raise ValueError(f"data for {array!r} has {len(data_shape)} dimension(s), the array has {nd}")
-    s = int_tuple(start, f"start of write to {array!r}", nd)
+    s = (0,) * nd if start is None and default_origin else int_tuple(start, f"start of write to {array!r}", nd)
+    if data_shape == shape and not any(s):  # the whole array: nothing more to check
+        return s
     for d in range(nd):
         if s[d] + data_shape[d] > shape[d]:
             raise ValueError(

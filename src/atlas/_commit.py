@@ -17,7 +17,7 @@ import numpy as np
 from . import _executor, codecs
 from ._chunks import decode_strings
 from ._frames import FRAME_TARGET, FrameReader
-from ._meta import ArrayMeta, IndexLocation, Physical, StoreMeta
+from ._meta import ArrayMeta, DatasetMeta, IndexLocation, Physical, StoreMeta
 from ._pending import Pending
 from ._read import PARALLEL_MIN_BYTES, View, load_chunk
 from ._segments import CHUNK_COLUMNS, ChunkIndex
@@ -54,45 +54,50 @@ def build_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: C
     # frames go to the segment in (chunk id, instance) order: the same chunk of every dataset
     # written in one flush sits side by side, so a stacked read is a few contiguous ranges
     items = sorted(items, key=lambda kp: (kp[0][1], kp[0][0]))
-    n = len(items)
-    cols = {k: np.zeros(n, t) for k, t in CHUNK_COLUMNS.items()}
+    ps = [p for _, p in items]
+    nbytes = [p.nbytes for p in ps]
+    comp = [p.compressed for p in ps]
+    frame: list[int] = []
+    foff: list[int] = []
     groups: list[list[int]] = []  # item numbers per frame; a compressed item is a frame alone
     rlens: list[int] = []
     cur: list[int] = []
     cur_size = 0
-    for j, ((aid, cid), p) in enumerate(items):
-        cols["aid"][j], cols["cid"][j], cols["nbytes"][j] = aid, cid, p.nbytes
-        cols["nn"][j], cols["mn"][j], cols["mx"][j], cols["has"][j], cols["wmask"][j] = p.nn, p.mn, p.mx, p.has, p.masked
-        if p.compressed or (cur and cur_size + p.nbytes > FRAME_TARGET):
-            if cur:
-                groups.append(cur)
-                rlens.append(cur_size)
-                cur, cur_size = [], 0
+    for j, nb in enumerate(nbytes):  # plain Python on lists: thousands of tiny chunks per flush
+        c = comp[j]
+        if cur and (c or cur_size + nb > FRAME_TARGET):
+            groups.append(cur)
+            rlens.append(cur_size)
+            cur, cur_size = [], 0
         cur_size = (cur_size + 7) & ~7  # every chunk starts 8-byte aligned in its frame
-        cols["frame"][j] = len(groups)
-        cols["foff"][j] = cur_size
+        frame.append(len(groups))
+        foff.append(cur_size)
         cur.append(j)
-        cur_size += p.nbytes
-        if p.compressed:
+        cur_size += nb
+        if c:
             groups.append(cur)
             rlens.append(cur_size)
             cur, cur_size = [], 0
     if cur:
         groups.append(cur)
         rlens.append(cur_size)
+    col = {"aid": [k[0] for k, _ in items], "cid": [k[1] for k, _ in items], "frame": frame, "foff": foff,
+           "nbytes": nbytes, "nn": [p.nn for p in ps], "mn": [p.mn for p in ps], "mx": [p.mx for p in ps],
+           "has": [p.has for p in ps], "wmask": [p.masked for p in ps]}
+    cols = {k: np.array(col[k], t) for k, t in CHUNK_COLUMNS.items()}
 
     def enc(g: list[int]) -> tuple[bytes, int]:
-        first = items[g[0]][1]
+        first = ps[g[0]]
         if first.compressed:
             b = first.payload()
         else:
             parts: list[bytes] = []
             size = 0
             for j in g:
-                pad = int(cols["foff"][j]) - size
+                pad = foff[j] - size
                 if pad:
                     parts.append(b"\0" * pad)
-                data = items[j][1].payload()
+                data = ps[j].payload()
                 parts.append(data)
                 size += pad + len(data)
             b = codecs.compress(codec, b"".join(parts))
@@ -147,10 +152,19 @@ def flush(v: View, meta: StoreMeta, dirty: dict[int, tuple[str, str]], dead: set
     token = uuid.uuid4().hex[:8]
     metas: dict[int, ArrayMeta] = {}
     by_name: dict[str, list[tuple[str, ArrayMeta]]] = {}
-    for aid, (dsn, an) in dirty.items():
-        m = meta.datasets[dsn].arrays[an]
+    touched: dict[str, DatasetMeta] = {}  # the datasets of dirty instances
+    ds: DatasetMeta | None = None
+    for aid, (dsn, an) in dirty.items():  # an ingest dirties a dataset's instances one after another
+        if ds is None or ds.name != dsn:
+            ds = touched.get(dsn)
+            if ds is None:
+                ds = touched[dsn] = meta.datasets[dsn]
+        m = ds.arrays[an]
         metas[aid] = m
-        by_name.setdefault(an, []).append((dsn, m))
+        pairs = by_name.get(an)
+        if pairs is None:
+            pairs = by_name[an] = []
+        pairs.append((dsn, m))
     dead_arr = np.asarray(sorted(dead), np.int64)
     written: dict[str, Items] = {}
     for name in v.pending.names():
@@ -166,16 +180,15 @@ def flush(v: View, meta: StoreMeta, dirty: dict[int, tuple[str, str]], dead: set
         seg = _write_segment(fr, phys, gen, token, v.index(name), items, dead_arr)
         new_idx[name] = seg.index  # type: ignore[assignment]
         new.physical[name] = Physical(phys.dir, seg.location)
-    copied: set[str] = set()
+    updates: dict[str, dict[str, ArrayMeta]] = {dsn: {} for dsn in touched}
     for name, pairs in by_name.items():
         idx = new_idx.get(name) or v.index(name)
         stats = instance_stats([m for _, m in pairs], idx, lambda m, cid: load_chunk(v, name, m, cid),
                                lambda aid: v.pending.cids_of(name, aid))
         for (dsn, m), st in zip(pairs, stats):
-            if dsn not in copied:
-                new.datasets[dsn] = new.datasets[dsn].copy()
-                copied.add(dsn)
-            new.datasets[dsn].arrays[name] = m.with_stats(st)
+            updates[dsn][name] = m.with_stats(st)
+    for dsn, ds in touched.items():  # a new entry per dataset: the transaction's stays as it is
+        new.datasets[dsn] = DatasetMeta(dsn, dict(ds.attrs), {**ds.arrays, **updates[dsn]})
     commit(new)
     return new, new_idx
 

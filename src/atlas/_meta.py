@@ -218,6 +218,12 @@ class ArrayMeta:
         m.__dict__ = {**schema.__dict__, "aid": row[0], "stats": stats, "layout": lay}
         return m
 
+    def instance(self, aid: int) -> "ArrayMeta":
+        """A new instance of this schema: id ``aid``, no stats, the schema's layout already cached."""
+        m = ArrayMeta.__new__(ArrayMeta)
+        m.__dict__ = {**self.__dict__, "aid": aid, "stats": None, "layout": self.layout}
+        return m
+
     def with_stats(self, stats: dict[str, Any] | None) -> "ArrayMeta":
         """A copy of this instance with other stats (instances in a snapshot are never mutated)."""
         m = ArrayMeta.__new__(ArrayMeta)

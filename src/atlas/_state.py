@@ -367,19 +367,22 @@ class StoreState:
             self.txn.edit_dataset(ds_name).attrs[key] = value
             self.txn.edits += 1
 
-    def write(self, ds_name: str, name: str, m: ArrayMeta, start: Sequence[int], data: np.ndarray) -> None:
-        """Write checked storage-typed ``data`` into instance ``m`` (array ``name`` of a dataset).
+    def write(self, ds_name: str, writes: Sequence[tuple[str, ArrayMeta, Sequence[int], np.ndarray]]) -> None:
+        """Write checked storage-typed data into instances of a dataset: ``(array name, instance,
+        start, data)`` each.
 
-        The caller holds ``write_lock`` since it looked ``m`` up and checked the box, so
-        nothing changed in between.
+        The caller holds ``write_lock`` since it looked the instances up and checked the boxes,
+        so nothing changed in between.
         """
         with self.write_lock:
             t = self.txn
-            _write.write(t, name, m, start, data)
-            if m.aid not in t.dirty:
-                t.working()
-                t.dirty[m.aid] = (ds_name, name)
-                t.touched.add(ds_name)
+            dirty = t.dirty
+            for name, m, start, data in writes:
+                _write.write(t, name, m, start, data)
+                if m.aid not in dirty:
+                    t.working()
+                    dirty[m.aid] = (ds_name, name)
+                    t.touched.add(ds_name)
 
     def resize(self, ds_name: str, name: str, plan: Callable[[ArrayMeta], tuple[Sequence[int], Any]],
                then: Callable[[ArrayMeta, Any], None] | None = None) -> None:

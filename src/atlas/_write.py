@@ -67,11 +67,13 @@ def check_chunk_size(name: str, m: ArrayMeta) -> None:
 
 def write(v: View, name: str, m: ArrayMeta, start: Sequence[int], data: np.ndarray) -> None:
     """Buffer ``data`` (storage-typed, C-contiguous) at ``start`` as pending chunks of ``v``."""
-    if m.layout.empty or data.size == 0:
+    lay = m.layout
+    if lay.empty or data.size == 0:
         return
-    check_chunk_size(name, m)
+    if lay.chunk_nbytes > MAX_CHUNK_BYTES:
+        check_chunk_size(name, m)
     codec = v.frames.codec
-    if m.single_chunk and not m.is_string and data.shape == m.shape:
+    if lay.single_chunk and data.shape == m.shape and not m.is_string:
         # the write is the whole one-chunk array: its bytes are the chunk; small ones get stats at the flush
         nb = data.nbytes
         if nb >= SOLO_FRAME:

@@ -85,15 +85,21 @@ class DatasetView:
         if type(specs) is not dict and not isinstance(specs, Mapping):
             raise TypeError(f"specs must be a mapping of array name to keywords, got {type(specs).__name__}")
         made = []
+        same: dict[int, tuple[Any, Callable[[int], ArrayMeta]]] = {}  # id(spec) -> (spec, make): one spec, many arrays
         for name, spec in specs.items():
+            hit = same.get(id(spec))
+            if hit is not None and hit[0] is spec:  # the same mapping again: only the name is new
+                made.append((validate_name(name, "array"), hit[1]))
+                continue
             if type(spec) is not dict and not isinstance(spec, Mapping):
                 raise TypeError(f"spec of array {name!r} must be a mapping of define_array keywords, got {spec!r}")
-            unknown = set(spec) - {"dtype", "dims", "shape", "chunk_shape", "fill_value"}
-            if unknown or not {"dtype", "dims", "shape"} <= set(spec):
+            keys = spec.keys()
+            if not (_REQUIRED <= keys <= _KEYWORDS):
                 raise TypeError(f"spec of array {name!r} needs dtype, dims, shape (optional chunk_shape, fill_value); "
                                 f"got {sorted(spec)}")
-            made.append(_schema(name, spec["dtype"], spec["dims"], spec["shape"], spec.get("chunk_shape"),
-                                spec.get("fill_value")))
+            one = _schema(name, spec["dtype"], spec["dims"], spec["shape"], spec.get("chunk_shape"), spec.get("fill_value"))
+            same[id(spec)] = (spec, one[1])
+            made.append(one)
         self._atlas._state.define_arrays(self._name, made)
 
     def array_meta(self, array: str) -> Optional[dict[str, Any]]:
@@ -140,7 +146,7 @@ class DatasetView:
         with st.write_lock:  # the instance looked up, checked and written in one step
             m = self._array(name)
             arr = D.to_storage(m.dtype, data, name)
-            st.write(self._name, name, m, write_box(m.shape, start, arr.shape, name), arr)
+            st.write(self._name, [(name, m, write_box(m.shape, start, arr.shape, name), arr)])
 
     def write_arrays(self, data: Mapping[str, np.ndarray], start: Optional[Sequence[int]] = None) -> None:
         """Write several arrays at once: ``{name: ndarray}``, each at ``start`` (default: the origin).
@@ -152,14 +158,15 @@ class DatasetView:
             raise TypeError(f"data must be a mapping of array name to ndarray, got {type(data).__name__}")
         st = self._atlas._state
         with st.write_lock:
+            arrays = self._ds().arrays
             checked = []
             for name, arr in data.items():
-                m = self._array(name)
+                m = arrays.get(name) if isinstance(name, str) else None
+                if m is None:
+                    m = self._array(name)  # raises the right error
                 a = D.to_storage(m.dtype, arr, name)
-                s = (0,) * len(m.shape) if start is None else start
-                checked.append((name, m, write_box(m.shape, s, a.shape, name), a))
-            for name, m, s, a in checked:
-                st.write(self._name, name, m, s, a)
+                checked.append((name, m, write_box(m.shape, start, a.shape, name, True), a))
+            st.write(self._name, checked)
 
     def resize_array(self, name: str, shape: Sequence[int]) -> None:
         """Give the array a new shape (same rank): grow or shrink any axis.
@@ -193,7 +200,7 @@ class DatasetView:
 
         def then(m: ArrayMeta, extra: Any) -> None:
             start, arr = extra
-            self._atlas._state.write(self._name, name, m, start, arr)
+            self._atlas._state.write(self._name, [(name, m, start, arr)])
 
         self._atlas._state.resize(self._name, name, plan, then)
 
@@ -247,7 +254,9 @@ class DatasetView:
         return {k: D.attribute_value(*a) for k, a in list(self._ds().attrs.items())}
 
 
-_CHECKED: dict[Any, tuple[Any, ...]] = {}  # definitions already checked -> their canonical parts
+_CHECKED: dict[Any, ArrayMeta] = {}  # definitions already checked -> their schema (an instance with id 0)
+_REQUIRED = frozenset({"dtype", "dims", "shape"})
+_KEYWORDS = _REQUIRED | {"chunk_shape", "fill_value"}
 
 
 def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], chunk_shape: Optional[Sequence[int]],
@@ -255,7 +264,8 @@ def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], ch
     """Check one array definition; returns its name and ``make(aid) -> ArrayMeta``.
 
     Ingest defines the same few arrays in thousands of datasets: a definition made of plain
-    values (str, int, float, None and tuples/lists of them) is checked once per process.
+    values (str, int, float, None and tuples/lists of them) is checked once per process, and
+    its instances are copies of one schema whose derived layout is computed once.
     """
     key: Any = None
     try:
@@ -267,13 +277,13 @@ def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], ch
     except TypeError:  # unhashable or not iterable: the full check below names the problem
         key = hit = None
     if hit is None:
-        hit = _check_schema(name, dtype, dims, shape, chunk_shape, fill_value)
+        hit = ArrayMeta(0, *_check_schema(name, dtype, dims, shape, chunk_shape, fill_value))
+        hit.layout  # noqa: B018 - computed once, shared by every instance made from it
         if key is not None:
             if len(_CHECKED) >= 1024:
                 _CHECKED.clear()
             _CHECKED[key] = hit
-    dt, dims_t, shp, chk, fill = hit
-    return name, lambda aid: ArrayMeta(aid, dt, dims_t, shp, chk, fill)
+    return name, hit.instance
 
 
 _PLAIN = {str, int, float, type(None)}
