@@ -19,11 +19,14 @@ from ._chunks import decode_strings
 from ._frames import FRAME_TARGET, FrameReader
 from ._meta import ArrayMeta, DatasetMeta, IndexLocation, Physical, StoreMeta
 from ._pending import Pending
-from ._read import PARALLEL_MIN_BYTES, View, load_chunk
+from ._read import View, load_chunk
 from ._segments import CHUNK_COLUMNS, ChunkIndex
 from ._stats import fill_deferred, instance_stats
 from ._write import SOLO_FRAME
 
+#: raw bytes a batch must have to compress on the pool (a 64 KiB frame compresses in about 0.1 ms,
+#: less than handing it to another thread and back costs on a busy machine)
+PARALLEL_COMPRESS_BYTES = 1024 * 1024
 FLUSH_BATCH_BYTES = 4 * 1024 * 1024  # a flush compresses and writes frames in batches of about this size (bounds its memory)
 
 #: publishes a new metadata: makes every file written so far durable (``storage.barrier()``),
@@ -110,11 +113,12 @@ def build_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: C
         pos = 0
         g0 = 0
         while g0 < len(groups):
-            g1, size = g0, 0
+            g1, size, work = g0, 0, 0
             while g1 < len(groups) and (g1 == g0 or size < FLUSH_BATCH_BYTES):
                 size += rlens[g1]
+                work += 0 if comp[groups[g1][0]] else rlens[g1]
                 g1 += 1
-            for i, (b, c) in enumerate(_executor.run(enc, groups[g0:g1], parallel=size >= PARALLEL_MIN_BYTES), g0):
+            for i, (b, c) in enumerate(_executor.run(enc, groups[g0:g1], parallel=work >= PARALLEL_COMPRESS_BYTES), g0):
                 off[i], clen[i], crc[i] = pos, len(b), c
                 pos += len(b)
                 yield b

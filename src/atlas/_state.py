@@ -342,14 +342,17 @@ class StoreState:
             t = self.txn
             have = self.dataset(ds_name, t).arrays
             names = [n for n, _ in arrays]
-            for i, n in enumerate(names):
-                if n in have or n in names[:i]:
-                    raise FileExistsError(f"array {n!r} is already defined in dataset {ds_name!r} (delete_array first)")
-            ds = t.edit_dataset(ds_name)
+            if len(set(names)) != len(names) or not have.keys().isdisjoint(names):
+                for i, n in enumerate(names):  # name the first one defined twice
+                    if n in have or n in names[:i]:
+                        raise FileExistsError(f"array {n!r} is already defined in dataset {ds_name!r} (delete_array first)")
+            table = t.edit_dataset(ds_name).arrays
             meta = t.working()
+            dirty = t.dirty
             for n, make in arrays:
-                m = ds.arrays[n] = make(meta.new_id())
-                t.dirty[m.aid] = (ds_name, n)
+                aid = meta.new_id()
+                table[n] = make(aid)
+                dirty[aid] = (ds_name, n)
             t.edits += 1
 
     def delete_array(self, ds_name: str, name: str) -> None:

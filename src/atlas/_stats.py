@@ -77,26 +77,29 @@ def instance_stats(metas: list[ArrayMeta], idx: ChunkIndex, load: ChunkLoader,
     r1 = np.minimum(lo, max(len(a) - 1, 0))
     has1 = (has[r1] if len(a) else np.zeros(len(metas), bool)).tolist()
     views: dict[str, tuple[list[Any], list[Any]]] = {}
+    kinds: dict[Any, tuple[Any, int]] = {}  # layout -> (wide dtype, None for strings; cells): one lookup per layout
     for i, m in enumerate(metas):
-        if m.is_string:
+        k = kinds.get(m.layout)
+        if k is None:
+            k = kinds[m.layout] = (None if m.is_string else wide_dtype(m.sdtype), m.row_count)
+        w = k[0]
+        if w is None:
             out[i] = string_stats(m, idx, load, pending_cids(m.aid))
             continue
         mn = mx = None
         if single[i]:
             if has1[i]:
-                w = wide_dtype(m.sdtype)
                 v = views.get(w.char)
                 if v is None:
                     v = views[w.char] = (idx.chunks["mn"].view(w)[r1].tolist(), idx.chunks["mx"].view(w)[r1].tolist())
                 mn, mx = v[0][i], v[1][i]
         elif hi[i] > lo_l[i]:
-            w = wide_dtype(m.sdtype)
             sl = slice(lo_l[i], int(hi[i]))
             h = has[sl]
             if h.any():
                 mn = idx.chunks["mn"].view(w)[sl][h].min().item()
                 mx = idx.chunks["mx"].view(w)[sl][h].max().item()
-        out[i] = {"null_count": m.row_count - nn[i], "min": mn, "max": mx}
+        out[i] = {"null_count": k[1] - nn[i], "min": mn, "max": mx}
     return out
 
 
