@@ -131,6 +131,32 @@ def test_define_and_write_arrays_are_all_or_nothing(tmp_path):
     np.testing.assert_array_equal(back.read_array("y"), [0.5, 0.5, 0.0, 1.0])
 
 
+def test_one_spec_shared_by_several_arrays(tmp_path):
+    """One spec mapping for many arrays (how ingest loops call it): each name is still checked,
+    each array is an instance of its own, and one bad name defines none."""
+    store = atlas.Atlas.create(tmp_path / "s")
+    d = store.create_dataset("d")
+    spec = dict(dtype="float32", dims=["t"], shape=[3], fill_value=float("nan"))
+    with pytest.raises(ValueError, match="'_b'"):
+        d.define_arrays({"a": spec, "_b": spec})
+    with pytest.raises(TypeError, match="array name must be a str"):
+        d.define_arrays({"a": spec, 7: spec})  # type: ignore[dict-item]
+    store.create_dataset("e").define_arrays({"a": spec, "b": spec, "c": spec})
+    d.define_arrays({"a": spec, "b": spec})
+    with pytest.raises(FileExistsError, match="'b'"):
+        d.define_arrays({"c": spec, "b": spec})
+    assert d.list_arrays() == ["a", "b"]
+    d.write_arrays({"a": np.arange(3, dtype=np.float32)})
+    with pytest.raises(TypeError, match="start of write"):
+        d.write_array("b", None, np.ones(3, np.float32))  # type: ignore[arg-type]  # only write_arrays defaults it
+    store.flush()
+    assert d.array_stats("a")["min"] == 0 and d.array_stats("a")["max"] == 2
+    assert d.array_stats("b")["null_count"] == 3 and d.array_stats("b")["min"] is None
+    e = store.open_dataset("e")
+    assert e.list_arrays() == ["a", "b", "c"] and e.array_stats("a")["null_count"] == 3
+    np.testing.assert_array_equal(atlas.Atlas.open(tmp_path / "s").open_dataset("d").read_array("a"), [0, 1, 2])
+
+
 def _overlap_spy(monkeypatch):
     """Make the first decompression wait (up to 10 s) until a second one runs at the same moment;
     returns the set of thread names that decompressed and the barrier (broken: no overlap)."""

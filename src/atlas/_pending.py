@@ -147,14 +147,19 @@ class PendingStore:
     def put(self, name: str, entries: dict[Key, Pending]) -> None:
         """Add or replace entries (a replaced payload is freed, or counted as spill garbage)."""
         with self.lock:
-            d = self._by_name.setdefault(name, {})
+            d = self._by_name.get(name)
+            if d is None:
+                d = self._by_name[name] = {}
+            hot = self._hot
+            added = 0
             for k, p in entries.items():
                 old = d.get(k)
                 if old is not None:
                     self._forget(name, k, old)
                 d[k] = p
-                self.mem += p.slen
-                self._hot[(name, k)] = p
+                added += p.slen
+                hot[(name, k)] = p
+            self.mem += added
             if self.mem > self.budget:
                 self.spill()
 
