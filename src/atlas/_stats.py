@@ -48,14 +48,18 @@ def chunk_stats(m: ArrayMeta, buf: np.ndarray, valid: np.ndarray, written: np.nd
 def fill_deferred(items: Iterable[tuple[ArrayMeta, Pending]]) -> None:
     """Compute the chunk summaries left for the flush, one kernel call per layout (dtype, chunk, fill)."""
     groups: dict[Any, tuple[ArrayMeta, list[Pending]]] = {}
+    last = ps = None
     for m, p in items:
         if p.nn < 0:
-            g = groups.get(m.layout)
-            if g is None:
-                g = groups[m.layout] = (m, [])
-            g[1].append(p)
+            lay = m.layout
+            if lay is not last:  # items come in runs of one layout (the instances of one array name)
+                g = groups.get(lay)
+                if g is None:
+                    g = groups[lay] = (m, [])
+                last, ps = lay, g[1]
+            ps.append(p)  # type: ignore[union-attr]
     for m, ps in groups.values():
-        buf = np.frombuffer(b"".join([p.payload() for p in ps]), m.sdtype)
+        buf = np.frombuffer(b"".join([p.payload() if p.data is None else p.data for p in ps]), m.sdtype)
         nn, mn, mx, has = chunk_stats(m, buf, np.tile(m.kchunk, (len(ps), 1)))
         for p, a, b, c, d in zip(ps, nn.tolist(), mn.tolist(), mx.tolist(), has.tolist()):
             p.nn, p.mn, p.mx, p.has = a, b, c, d
