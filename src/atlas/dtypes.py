@@ -41,6 +41,8 @@ ALIASES = {
 }
 ARRAY_DTYPES = tuple(NUMERIC) + (TIMESTAMP, STRING)
 NAT_BITS = np.iinfo(np.int64).min
+_INT64 = np.dtype(np.int64)
+_DATETIME_NS = np.dtype("datetime64[ns]")
 
 
 def canonical_dtype(dtype: Any) -> str:
@@ -175,9 +177,9 @@ def to_storage(name: str, data: Any, array: str) -> np.ndarray:
             return _object_strings(data, array)
         raise TypeError(f"array {array!r} has dtype 'string'; got data of dtype {data.dtype} (expected str, bytes, U or S)")
     if name == TIMESTAMP:
-        if data.dtype == np.dtype(np.int64):  # ns since the epoch, as the reference takes them
+        if data.dtype == _INT64:  # ns since the epoch, as the reference takes them
             return data
-        if data.dtype != np.dtype("datetime64[ns]"):
+        if data.dtype != _DATETIME_NS:
             hint = " (convert with .astype('datetime64[ns]'))" if data.dtype.kind == "M" else ""
             raise TypeError(f"array {array!r} has dtype {TIMESTAMP!r}; got data of dtype {data.dtype}{hint} "
                             "(datetime64[ns], or int64 nanoseconds since the epoch)")
