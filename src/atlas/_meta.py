@@ -20,7 +20,7 @@ import msgpack
 import numpy as np
 
 from . import codecs
-from ._metaio import Lines
+from ._metaio import Lines, dumps_entry
 from . import dtypes as D
 from .errors import CorruptStoreError, StoreFormatError
 
@@ -292,7 +292,7 @@ class DatasetMeta:
 def encode_blob(obj: list[Any], fmt: str) -> Any:
     """A dataset's plain form ``[attrs, {array: row}]`` as its value in a ``fmt`` metadata file."""
     if fmt == "json":
-        return _json_encode(obj)
+        return dumps_entry(obj)
     return msgpack.packb(obj, use_bin_type=True)
 
 
@@ -312,26 +312,6 @@ _ATTR_CHECK = {
     "float64": lambda v: type(v) in (int, float) or v in ("NaN", "Infinity", "-Infinity", "nan", "inf", "-inf"),
     "string": lambda v: type(v) is str,
 }
-
-_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)  # one encoder, reused
-
-
-def _one_shot_encoder() -> Any:
-    """``_JSON.encode`` without its per-call set-up: CPython's C encoder made once (a flush
-    encodes one entry per dataset), if this Python has one that writes the same text."""
-    try:
-        from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-
-        enc = c_make_encoder(None, _JSON.default, encode_basestring, None, ":", ",", False, False, False)
-        probe: list[Any] = [{"k\u00e9\"": [1, -2.5, None, "x\ty", True, [], {}]}, {}]
-        if "".join(enc(probe, 0)) == _JSON.encode(probe):
-            return lambda obj: "".join(enc(obj, 0))
-    except Exception:  # noqa: BLE001 - another Python: the public encoder
-        pass
-    return _JSON.encode
-
-
-_json_encode = _one_shot_encoder()
 
 
 class Datasets(dict):  # type: ignore[type-arg]

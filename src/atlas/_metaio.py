@@ -71,6 +71,28 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
 
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)  # one encoder, reused
+
+
+def _one_shot_encoder() -> Any:
+    """``_JSON.encode`` without its per-call set-up: CPython's C encoder made once (a flush
+    encodes one entry per dataset), if this Python has one that writes the same text."""
+    try:
+        from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+
+        enc = c_make_encoder(None, _JSON.default, encode_basestring, None, ":", ",", False, False, False)
+        probe: list[Any] = [{"k\u00e9\"": [1, -2.5, None, "x\ty", True, [], {}]}, {}]
+        if "".join(enc(probe, 0)) == _JSON.encode(probe):
+            return lambda obj: "".join(enc(obj, 0))
+    except Exception:  # noqa: BLE001 - another Python: the public encoder
+        pass
+    return _JSON.encode
+
+
+#: ``dumps_entry(obj) -> str``: compact, strict json of one dataset's entry (``atlas._meta.encode_blob``)
+dumps_entry = _one_shot_encoder()
+
+
 def _json_lines(obj: dict[str, Any]) -> tuple[bytes, int]:
     """Layout 2 when every dataset entry is a string (as the metadata keeps them), else layout 0."""
     entries = obj.get("datasets") if isinstance(obj, dict) else None
