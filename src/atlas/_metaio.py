@@ -67,11 +67,8 @@ def encode(obj: dict[str, Any], fmt: str, compression: str) -> bytes:
     return header + payload
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-
-
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)  # one encoder, reused
+_dumps = _JSON.encode  # compact, strict json of a whole metadata document
 
 
 def _one_shot_encoder() -> Any:

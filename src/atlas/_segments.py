@@ -135,12 +135,13 @@ class ChunkIndex:
                 a.flags.writeable = False  # as read-only as full-width columns straight off the buffer
                 return a
 
-            frames = {k: column("frames", k, t) for k, t in FRAME_COLUMNS.items()}
-            n = column("chunks", "aid", np.int64).shape[0]
+            aid = column("chunks", "aid", np.int64)
+            chunks = {k: aid if k == "aid" else column("chunks", k, t) if k in obj["chunks"] else np.zeros(len(aid), t)
+                      for k, t in CHUNK_COLUMNS.items()}
             idx = cls(
                 segments=list(obj["segments"]),
-                frames=frames,
-                chunks={k: column("chunks", k, t) if k in obj["chunks"] else np.zeros(n, t) for k, t in CHUNK_COLUMNS.items()},
+                frames={k: column("frames", k, t) for k, t in FRAME_COLUMNS.items()},
+                chunks=chunks,
             )
         except Exception as e:  # noqa: BLE001
             raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e
