@@ -10,7 +10,7 @@ float64, ``temperature`` float32), flushed once. Timed:
   decoded, then the DataFrame (the open itself is not timed);
 - ``time_catalog_build``: the table built from every dataset's metadata entry, then returned
   as a DataFrame: what a store without a catalog file (written before they existed, or with
-  fewer than ``_catfile.MIN_DATASETS`` datasets) costs once per state;
+  fewer than ``atlas._meta.CATALOG_MIN_DATASETS`` datasets) costs once per state;
 - ``time_catalog_cached``: ``catalog()`` again (the DataFrame made from the cached columns);
 - ``time_query_cached``: ``query()`` with four conditions on the cached table;
 - ``time_flush_one_dataset``: one attribute of one dataset changed, then ``flush()``: the

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import atlas
-from atlas import _catalog, _catfile, _cattable
+from atlas import _catalog, _catfile, _cattable, _meta
 from atlas.store import _forget_process_caches
 from test_catalog import HERE, CountingStorage, assert_matches_brute_force  # noqa: E402 (tests/ is on sys.path)
 
@@ -27,7 +27,7 @@ T0 = np.datetime64("2020-01-01", "ns")
 @pytest.fixture
 def files(monkeypatch):
     """Catalog files for stores of any size (the default leaves small stores without one)."""
-    monkeypatch.setattr(_catfile, "MIN_DATASETS", 0)
+    monkeypatch.setattr(_meta, "CATALOG_MIN_DATASETS", 0)
 
 
 def _same_values(a, b, kind):
@@ -88,7 +88,7 @@ def test_small_store_gets_no_file_big_one_does(tmp_path, monkeypatch):
     _fill(s, 5)
     s.flush()
     assert cat_files(path) == [] and s._state.txn.base.meta.catalog is None
-    monkeypatch.setattr(_catfile, "MIN_DATASETS", 6)
+    monkeypatch.setattr(_meta, "CATALOG_MIN_DATASETS", 6)
     _fill(s, 1, 5)
     s.flush()
     assert len(cat_files(path)) == 1 and s._state.txn.base.meta.catalog.rows == 6
@@ -257,7 +257,7 @@ def test_staged_commit_appends_rows(tmp_path, files):
 
 
 def test_s3_catalog_file(s3_store, monkeypatch):
-    monkeypatch.setattr(_catfile, "MIN_DATASETS", 0)
+    monkeypatch.setattr(_meta, "CATALOG_MIN_DATASETS", 0)
     with atlas.Atlas.create(s3_store) as s:
         _fill(s, 5)
     files = s._storage.list("catalog")
@@ -291,12 +291,12 @@ def _data(dtype, n, seed):
 @settings(max_examples=int(os.environ.get("ATLAS_CATALOG_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_incremental_table_equals_rebuild(tmp_path_factory, data):
-    _catfile_min = _catfile.MIN_DATASETS
-    _catfile.MIN_DATASETS = 0
+    _catfile_min = _meta.CATALOG_MIN_DATASETS
+    _meta.CATALOG_MIN_DATASETS = 0
     try:
         _random_run(str(tmp_path_factory.mktemp("cat") / "s"), data)
     finally:
-        _catfile.MIN_DATASETS = _catfile_min
+        _meta.CATALOG_MIN_DATASETS = _catfile_min
 
 
 def _random_run(path, data):

@@ -8,7 +8,7 @@ The file is the previous state's table (its file read once, or the table already
 with the rows of the touched datasets re-derived from their metadata (``_cattable.merge``):
 a flush costs what changed plus a concatenation of columns, not a parse of every dataset.
 
-A store with fewer than :data:`MIN_DATASETS` datasets gets no file (building its catalog
+A store with fewer than :data:`atlas._meta.CATALOG_MIN_DATASETS` datasets gets no file (building its catalog
 from the metadata is cheaper than a file write per flush); neither do stores written before
 catalog files existed, until their next flush. Without a file, the catalog is built from
 every dataset's metadata, as before; an unreadable or damaged file is logged and replaced by
@@ -36,7 +36,8 @@ import zstandard
 from . import codecs
 from . import dtypes as D
 from ._cattable import ACODE, ADTYPE, FAMILIES, ArrayRaw, AttrRaw, RawTable, build, capture, family, merge
-from ._meta import CATALOG_DIR, CATALOG_MIN_DATASETS, CatalogLocation, StoreMeta
+from . import _meta
+from ._meta import CATALOG_DIR, CatalogLocation, StoreMeta
 from .errors import CorruptStoreError
 from .storage import Storage
 
@@ -44,10 +45,6 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"ATLASCT1"
 _HEADER = struct.Struct("<8sQ")
-#: stores with fewer datasets get no catalog file: building their catalog from the metadata takes
-#: at most ~75 ms there (about what reading the file takes at 100,000 datasets), while the file
-#: adds ~10% to every flush (measured: see README "catalog")
-MIN_DATASETS = CATALOG_MIN_DATASETS
 
 
 def catalog_path(generation: int) -> str:
@@ -238,7 +235,7 @@ class NextCatalog:
         if self.same:
             return meta  # same datasets: the base's catalog file (carried by the metadata copy)
         meta.catalog = None
-        if len(meta.datasets) < MIN_DATASETS:
+        if len(meta.datasets) < _meta.CATALOG_MIN_DATASETS:
             return meta
         try:
             raw = self._rows(meta)

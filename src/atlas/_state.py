@@ -17,16 +17,15 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import _commit, _gc, _history, _read, _resize, _write
+from . import _commit, _gc, _history, _meta, _read, _resize, _write
 from ._frames import FrameReader
-from ._meta import CATALOG_MIN_DATASETS, ArrayMeta, DatasetMeta, StoreMeta
+from ._meta import ArrayMeta, DatasetMeta, StoreMeta
 from ._pending import PendingStore
 from ._segments import ChunkIndex
 from .storage import Storage
@@ -420,8 +419,7 @@ class StoreState:
         A small store without a catalog file gets none: then the catalog modules are not even
         imported (a process's first flush stays as fast as before they existed).
         """
-        if (n_datasets is not None and base.meta.catalog is None
-                and n_datasets < getattr(sys.modules.get(f"{__package__}._catfile"), "MIN_DATASETS", CATALOG_MIN_DATASETS)):
+        if n_datasets is not None and base.meta.catalog is None and n_datasets < _meta.CATALOG_MIN_DATASETS:
             return _NextCatalog(None)
         from . import _catfile
 
