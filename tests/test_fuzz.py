@@ -702,6 +702,42 @@ def _footer_v2() -> tuple[int, bytes]:
     return raw, data
 
 
+@pytest.mark.parametrize("store_codec", CODECS)
+def test_index_footers_name_their_codec_and_a_bad_one_is_refused(tmp_path, store_codec):
+    """Footers are written in ``INDEX_CODEC`` whatever the store's codec, and each location in the
+    metadata says so; an unknown codec there, or one the footer is not in, is a ``CorruptStoreError``
+    naming the file, and the store is readable again once the location is right."""
+    from atlas._segments import INDEX_CODEC
+
+    path = str(tmp_path / "s")
+    with atlas.Atlas.create(path, codec=store_codec) as s:
+        s.create_dataset("d").define_array("x", "float32", ["i"], [10], [4])
+        s.open_dataset("d").write_array("x", [0], np.arange(10, dtype=np.float32))
+    mp = os.path.join(path, META_PATH)
+    with open(mp, "rb") as f:
+        obj, fmt, comp = _metaio.decode(f.read(), "m")
+    loc = obj["physical"]["x"]["index"]
+    assert len(loc) == 6 and loc[5] == INDEX_CODEC
+    with open(os.path.join(path, *loc[0].split("/")), "rb") as f:
+        f.seek(loc[1])
+        footer = f.read(loc[2])
+    assert ChunkIndex.decode(footer, INDEX_CODEC, loc[3], "x.seg").chunks["cid"].tolist() == [0, 1, 2]
+
+    def put(codec):
+        with open(mp, "wb") as f:
+            f.write(_metaio.encode({**obj, "physical": {"x": {**obj["physical"]["x"], "index": loc[:5] + [codec]}}},
+                                   fmt, comp))
+
+    put("brotli")
+    with pytest.raises(CorruptStoreError, match="atlas.meta.*codec"):
+        atlas.Atlas.open(path)
+    put("zstd" if INDEX_CODEC != "zstd" else "lz4")  # a known codec, but not the footer's
+    with pytest.raises(CorruptStoreError, match=os.path.basename(loc[0])):
+        atlas.Atlas.open(path).open_dataset("d").read_array("x")
+    put(INDEX_CODEC)
+    assert atlas.Atlas.open(path).open_dataset("d").read_array("x").tolist() == list(range(10))
+
+
 # =============================================================================================
 # 4. damaged stores
 # =============================================================================================
@@ -853,8 +889,8 @@ def _rewrite_footer(path: str, array: str, mutate, fmt: str, comp: str) -> None:
     """Give ``array`` a new footer (appended to its current segment) with a valid checksum."""
     with open(os.path.join(path, META_PATH), "rb") as f:
         obj, _, _ = _metaio.decode(f.read(), "m")
-    codec = obj["codec"]
-    seg, off, ln, raw, _ = obj["physical"][array]["index"]
+    seg, off, ln, raw, _, *rest = obj["physical"][array]["index"]
+    codec = rest[0] if rest else obj["codec"]  # format 3 locations name the footer's codec
     full = os.path.join(path, *seg.split("/"))
     with open(full, "rb") as f:
         data = f.read()
@@ -864,7 +900,7 @@ def _rewrite_footer(path: str, array: str, mutate, fmt: str, comp: str) -> None:
     comp_footer = codecs.compress(codec, newraw)
     with open(full, "ab") as f:
         f.write(comp_footer)
-    obj["physical"][array]["index"] = [seg, len(data), len(comp_footer), len(newraw), codecs.checksum(comp_footer)]
+    obj["physical"][array]["index"] = [seg, len(data), len(comp_footer), len(newraw), codecs.checksum(comp_footer), *rest]
     with open(os.path.join(path, META_PATH), "wb") as f:
         f.write(_metaio.encode(obj, fmt, comp))
 

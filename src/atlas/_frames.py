@@ -122,7 +122,7 @@ class FrameReader:
             raise self.gone(loc.segment) from None
         if codecs.checksum(buf) != loc.crc:
             raise CorruptStoreError(f"{where}: checksum mismatch in the chunk index of array {name!r}")
-        return ChunkIndex.decode(buf, self.codec, loc.raw_length, where, phys.dir)
+        return ChunkIndex.decode(buf, loc.codec or self.codec, loc.raw_length, where, phys.dir, self.codec)
 
     # ---------------------------------------------------------------- fetching
     def plan(self, idx: ChunkIndex, frames: np.ndarray, max_read: int = COALESCE_MAX) -> list[RangeReads]:

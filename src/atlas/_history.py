@@ -68,7 +68,7 @@ def _now() -> datetime:
 
 
 def _loc(p: Physical) -> Optional[list[Any]]:
-    return list(p.index) if p.index else None
+    return p.index.to_list() if p.index else None
 
 
 # ---------------------------------------------------------------------- commits

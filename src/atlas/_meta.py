@@ -39,7 +39,8 @@ class cached_property:  # noqa: N801 - functools' version takes a lock per first
         return v
 
 
-FORMAT_VERSION = 2  # 2: chunk indexes with narrowed columns (an older atlas must refuse, not misread them)
+FORMAT_VERSION = 3  # an older atlas must refuse a newer store ("upgrade"), not misread it
+# 2: chunk indexes with narrowed columns; 3: index footers in their own codec (``IndexLocation.codec``)
 META_PATH = "atlas.meta"
 CATALOG_DIR = "catalog"  # catalog files (see ``atlas._catfile``)
 #: stores with fewer datasets get no catalog file: building their catalog from the metadata takes
@@ -430,6 +431,11 @@ class IndexLocation(NamedTuple):
     length: int
     raw_length: int
     crc: int
+    #: the footer's codec; "" for footers of stores before format 3 (they use the store's codec)
+    codec: str = ""
+
+    def to_list(self) -> list[Any]:
+        return list(self) if self.codec else list(self[:5])
 
 
 class CatalogLocation(NamedTuple):
@@ -461,7 +467,7 @@ class Physical:
     index: IndexLocation | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dir": self.dir, "index": list(self.index) if self.index else None}
+        return {"dir": self.dir, "index": self.index.to_list() if self.index else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Physical":
@@ -472,13 +478,15 @@ class Physical:
         idx = d.get("index")
         if not idx:
             return cls(folder, None)
-        seg, off, ln, raw, crc = idx
+        seg, off, ln, raw, crc, *rest = idx
         if not isinstance(seg, str) or not _inside(seg, folder + "/"):
             raise ValueError(f"bad index segment path {seg!r} for folder {folder!r}")
         nums = (off, ln, raw, crc)
         if any(type(v) is not int or v < 0 for v in nums) or crc >= 2**32 or off + ln > 2**62:
             raise ValueError(f"bad index location {idx!r}")
-        return cls(folder, IndexLocation(seg, off, ln, raw, crc))
+        if rest and (len(rest) > 1 or rest[0] not in codecs.CODECS):
+            raise ValueError(f"bad index location {idx!r}: unknown codec")
+        return cls(folder, IndexLocation(seg, off, ln, raw, crc, *rest))
 
 
 def _history_record(h: Any) -> bool:

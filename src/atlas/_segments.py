@@ -40,6 +40,10 @@ CHUNK_COLUMNS = {
     "has": np.uint8,
     "wmask": np.uint8,
 }
+INDEX_CODEC = "lz4"
+"""Codec of every index footer written (whatever the store's codec): a fresh handle decodes the
+whole footer of each array name it reads, and lz4 decodes these columns about 4x faster than
+zstd (27 KB in 6 against 27 us) for about 40% more bytes. Each footer's location says its codec."""
 INDEX_VERSION = 2  # 1: every column at its full width; 2: each column at the narrowest width holding its values
 _WIDTHS = {np.dtype(t).str for t in ("u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8")}
 FIRST_DICT_AFTER = 32  # one-chunk lookups by binary search before the per-instance dict is built
@@ -113,25 +117,35 @@ class ChunkIndex:
         return codecs.compress(codec, raw), len(raw)
 
     @classmethod
-    def decode(cls, data: Any, codec: str, raw_size: int, where: str, folder: str | None = None) -> "ChunkIndex":
-        """Parse an index footer and check its structure (``CorruptStoreError`` naming ``where``);
-        with ``folder``, every segment must lie in that folder."""
+    def decode(cls, data: Any, codec: str, raw_size: int, where: str, folder: str | None = None,
+               frame_codec: str | None = None) -> "ChunkIndex":
+        """Parse an index footer stored with ``codec`` and check its structure (``CorruptStoreError``
+        naming ``where``); with ``folder``, every segment must lie in that folder. Frame sizes are
+        checked against what ``frame_codec`` (the store's codec; default ``codec``) can produce."""
         try:
             obj = msgpack.unpackb(codecs.decompress(codec, data, raw_size), raw=False)
             version = obj.get("v", 1)
             if version not in (1, 2):
                 raise ValueError(f"index version {version!r} is not one this library reads")
             widths = obj["widths"] if version >= 2 else {}
+            small: set[str] = set()  # columns stored unsigned in at most 4 bytes: 0 <= value < 2**32
 
             def column(part: str, k: str, t: Any) -> np.ndarray:
+                b = obj[part][k]
                 w = widths.get(part[0] + "." + k)
                 if w is None:
-                    return np.frombuffer(obj[part][k], t)
+                    return np.frombuffer(b, t)
                 if w not in _WIDTHS:
                     raise ValueError(f"column {k!r} has an unknown width {w!r}")
-                if len(obj[part][k]) % np.dtype(w).itemsize:
-                    raise ValueError(f"column {k!r} of {len(obj[part][k])} bytes does not hold whole {w!r} values")
-                a = np.frombuffer(obj[part][k], w).astype(t, copy=False)
+                size = int(w[2])
+                if len(b) % size:
+                    raise ValueError(f"column {k!r} of {len(b)} bytes does not hold whole {w!r} values")
+                if w[1] == "u" and size <= 4:
+                    small.add(k)
+                a = np.frombuffer(b, w)
+                if size == 8:
+                    return a.view(t)
+                a = a.astype(t)
                 a.flags.writeable = False  # as read-only as full-width columns straight off the buffer
                 return a
 
@@ -145,14 +159,19 @@ class ChunkIndex:
             )
         except Exception as e:  # noqa: BLE001
             raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e
-        problem = idx.check(folder, codec)
+        problem = idx.check(folder, frame_codec or codec, frozenset(small))
         if problem:
             raise CorruptStoreError(f"{where}: chunk index is inconsistent: {problem}")
         return idx
 
-    def check(self, folder: str | None = None, codec: str | None = None) -> str:
+    def check(self, folder: str | None = None, codec: str | None = None, small: frozenset[str] = frozenset()) -> str:
         """What is structurally wrong with this index ("" if nothing): column lengths, ranges,
-        chunk pieces inside their frames, ``(aid, cid)`` strictly increasing, segment paths."""
+        chunk pieces inside their frames, ``(aid, cid)`` strictly increasing, segment paths.
+
+        ``small`` names columns known to hold values in ``[0, 2**32)`` (stored unsigned in at
+        most 4 bytes): their range checks are implied and skipped (a fresh handle decodes
+        every index it reads, so each NumPy pass here is paid per array name).
+        """
         c, f = self.chunks, self.frames
         n, nf = len(self), f["seg"].shape[0]
         if any(v.shape[0] != n for v in c.values()) or any(v.shape[0] != nf for v in f.values()):
@@ -161,10 +180,15 @@ class ChunkIndex:
             return "bad segment path"
         if folder is not None and not all(s.startswith(folder + "/") for s in self.segments):
             return "segment outside the array's folder"
-        if nf and (f["seg"].min() < 0 or f["seg"].max() >= len(self.segments)):
+
+        def out_of(k: str, col: np.ndarray, hi: int) -> bool:  # any value outside [0, hi)
+            if k in small:
+                return hi < 2**32 and int(col.max()) >= hi
+            return int(col.min()) < 0 or int(col.max()) >= hi
+
+        if nf and out_of("seg", f["seg"], len(self.segments)):
             return "frame in an unknown segment"
-        if nf and (min(int(f[k].min()) for k in ("off", "clen", "rlen")) < 0
-                   or max(int(f[k].max()) for k in ("off", "clen", "rlen")) > 2**62):
+        if nf and any(out_of(k, f[k], 2**62 + 1) for k in ("off", "clen", "rlen")):
             return "frame offset or length out of range"
         if nf:  # compressed vs decoded sizes within what the codec can produce
             clen, rlen = f["clen"], f["rlen"]
@@ -176,16 +200,22 @@ class ChunkIndex:
                 return "frame decodes to more than lz4 can"
         if n:
             fr = c["frame"]
-            if fr.min() < 0 or fr.max() >= nf:
+            if out_of("frame", fr, nf):
                 return "chunk in an unknown frame"
-            if min(int(c["foff"].min()), int(c["nbytes"].min()), int(c["aid"].min()), int(c["cid"].min())) < 0:
+            if any(out_of(k, c[k], 2**63) for k in ("foff", "nbytes", "aid", "cid")):
                 return "negative chunk id, offset or size"
             rlen = f["rlen"][fr]
             if (c["foff"] > rlen).any() or (c["nbytes"] > rlen - c["foff"]).any():  # no int64 overflow
                 return "chunk runs past the end of its frame"
             a, k = c["aid"], c["cid"]
-            if n > 1 and not ((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (k[1:] > k[:-1]))).all():
-                return "chunks not sorted by (array, chunk id)"
+            if n > 1:
+                if "aid" in small and "cid" in small:  # one key per row: aid * 2**32 + cid < 2**64 fits unsigned
+                    key = (a.view(np.uint64) << np.uint64(32)) | k.view(np.uint64)
+                    ordered = bool((key[1:] > key[:-1]).all())
+                else:
+                    ordered = bool(((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (k[1:] > k[:-1]))).all())
+                if not ordered:
+                    return "chunks not sorted by (array, chunk id)"
         return ""
 
     def merged(self, new_segment: str, frames: dict[str, np.ndarray], chunks: dict[str, np.ndarray], dead_aids: np.ndarray) -> "ChunkIndex":

@@ -62,6 +62,8 @@ STORES = {
     "v1_json": dict(codec="zstd", meta_format="json", meta_compression="none"),
     "v1_msgpack_lz4": dict(codec="lz4", meta_format="msgpack", meta_compression="zstd"),
     "v1_uncompressed": dict(codec="none", meta_format="json", meta_compression="lz4"),
+    # format 2 (narrowed index columns, footers in the store's codec), written by the library at 4e8d94b
+    "v2_json": dict(codec="zstd", meta_format="json", meta_compression="none"),
 }
 
 if __name__ == "__main__":
