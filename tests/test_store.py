@@ -498,7 +498,7 @@ def test_json_metadata_lines_damaged_or_unwritable(tmp_path):
     st = Atlas.open(path)  # the names are the first line: opening and listing never split the entries
     assert st.list_datasets() == ["a", "b"]
     with pytest.raises(CorruptStoreError, match="atlas.meta.*2 dataset names but 1 entries"):
-        st.open_dataset("a").get_attribute("k")  # the first use of an entry splits them all
+        st.open_dataset("a").get_attribute("k")  # the first use of an entry counts the lines
     with pytest.raises(CorruptStoreError, match="atlas.meta.*2 dataset names but 1 entries"):
         _metaio.decode(meta_file.read_bytes(), str(meta_file))  # the eager parse (history, staged commits)
     assert st.list_datasets() == ["a", "b"]
@@ -510,9 +510,11 @@ def test_json_metadata_lines_damaged_or_unwritable(tmp_path):
     assert data[8] == 2 and _metaio.decode(data, "x") == (obj, "json", "zstd")
 
 
-def test_first_uses_of_unsplit_entries_from_many_threads(tmp_path):
-    """A fresh handle leaves the dataset entries unsplit until one is used; threads that use
-    entries at the same moment (and one that creates and deletes datasets meanwhile) all see
+@pytest.mark.parametrize("writer", [True, False])
+def test_first_uses_of_unsplit_entries_from_many_threads(tmp_path, writer):
+    """A fresh handle leaves the dataset entries unsplit until one is used, then decodes the
+    first few one by one and splits the rest at once; threads that use entries at the same
+    moment (and, with ``writer``, one that creates and deletes datasets meanwhile) all see
     every dataset whole. Twenty fresh handles, eight threads each."""
     import threading
 
@@ -529,7 +531,7 @@ def test_first_uses_of_unsplit_entries_from_many_threads(tmp_path):
         def use(k: int) -> None:
             try:
                 barrier.wait(timeout=30)
-                if k == 0:
+                if k == 0 and writer:
                     st.create_dataset(f"new{it}").set_attribute("k", "new")
                     st.delete_dataset(names[it])
                 for n in names[20 + k::7]:
@@ -543,6 +545,32 @@ def test_first_uses_of_unsplit_entries_from_many_threads(tmp_path):
         for t in threads:
             t.join(timeout=60)
         assert not errors, errors
-        assert sorted(st.list_datasets()) == sorted(names[it + 1:] + [f"new{j}" for j in range(it + 1)])
-        assert st.open_dataset(f"new{it}").get_attribute("k") == "new"
+        if writer:
+            assert sorted(st.list_datasets()) == sorted(names[it + 1:] + [f"new{j}" for j in range(it + 1)])
+            assert st.open_dataset(f"new{it}").get_attribute("k") == "new"
+        else:
+            assert all(st.open_dataset(n).get_attribute("k") == n for n in names)
         st.close()
+
+
+def test_entries_are_decoded_one_by_one_then_split(tmp_path):
+    """Reading one dataset of a fresh handle decodes its entry alone; after ``ONE_BY_ONE``
+    of them the rest are split at once, and the entries decoded before stay the same objects."""
+    from atlas import _meta
+    from atlas.store import _forget_process_caches
+
+    path = fresh(tmp_path)
+    names = [f"d{i:03d}" for i in range(100)]
+    with Atlas.create(path) as s:
+        for n in names:
+            s.create_dataset(n).set_attribute("k", n)
+    _forget_process_caches()
+    st = Atlas.open(path)
+    ds = st._state.meta.datasets
+    first = [ds[n] for n in names[50:50 + _meta.ONE_BY_ONE]]
+    assert ds._lines is not None and list(ds._lines.loaded) == names[50:50 + _meta.ONE_BY_ONE]
+    assert [dict.get(ds, n) for n in names[:50]] == [_meta._UNSPLIT] * 50
+    ds[names[0]]
+    assert ds._lines is None  # the next one split them all
+    assert all(ds[n] is d for n, d in zip(names[50:], first))
+    assert [st.open_dataset(n).get_attribute("k") for n in names] == names

@@ -333,18 +333,37 @@ class Datasets(dict):  # type: ignore[type-arg]
         self._lines = lines
         if lines is not None:
             dict.update(self, dict.fromkeys(lines.names, _UNSPLIT))
+            if len(self) != len(lines.names):  # repeated names (a damaged file): no one-by-one lookups
+                self._split()
 
     def _split(self) -> None:
         """Put every dataset's entry in place of ``_UNSPLIT`` (once; safe from several threads).
 
-        Every change to the mapping splits first, so until then every value is ``_UNSPLIT``
-        and the entries go in with one ``dict.update``."""
+        Every change to the mapping splits first, so until then every value is ``_UNSPLIT`` or
+        an entry decoded one by one (``Lines.loaded``): the entries go in with one
+        ``dict.update``, and the decoded ones back over them."""
         with _SPLIT_LOCK:
             lines = self._lines
             if lines is None:
                 return
             dict.update(self, zip(lines.names, lines.entries()))
+            dict.update(self, lines.loaded)
             self._lines = None
+
+    def _load_unsplit(self, name: str) -> DatasetMeta:
+        """Decode one entry still in the unsplit lines: the first few one by one (a fresh
+        handle reading one dataset decodes one entry), then all of them are split at once."""
+        lines = self._lines
+        if lines is not None and len(lines.loaded) < ONE_BY_ONE:
+            d = self._decode(name, lines.entry(name))
+            with _SPLIT_LOCK:
+                if self._lines is lines and dict.get(self, name) is _UNSPLIT:
+                    dict.__setitem__(self, name, d)
+                    lines.loaded[name] = d
+                    return d
+        else:
+            self._split()
+        return self._load(name, dict.__getitem__(self, name))  # split, or loaded by another thread
 
     def __setitem__(self, name: str, v: Any) -> None:
         if self._lines is not None:
@@ -375,10 +394,7 @@ class Datasets(dict):  # type: ignore[type-arg]
     def _load(self, name: str, v: Any) -> DatasetMeta:
         if type(v) is not DatasetMeta:
             if v is _UNSPLIT:
-                self._split()
-                v = dict.__getitem__(self, name)
-                if type(v) is DatasetMeta:
-                    return v
+                return self._load_unsplit(name)
             v = self._decode(name, v)
             dict.__setitem__(self, name, v)
         return v
@@ -391,9 +407,13 @@ class Datasets(dict):  # type: ignore[type-arg]
         return default if v is _MISSING else self._load(name, v)
 
     def values(self) -> list[DatasetMeta]:  # type: ignore[override]
+        if self._lines is not None:
+            self._split()
         return [self._load(k, v) for k, v in list(dict.items(self))]  # list(): one atomic step under the GIL
 
     def items(self) -> list[tuple[str, DatasetMeta]]:  # type: ignore[override]
+        if self._lines is not None:
+            self._split()
         return [(k, self._load(k, v)) for k, v in list(dict.items(self))]
 
     def pop(self, name: Any, *default: Any) -> Any:
@@ -421,6 +441,7 @@ class Datasets(dict):  # type: ignore[type-arg]
 _MISSING = object()
 _UNSPLIT = object()  # an entry still inside its Datasets' unsplit lines
 _SPLIT_LOCK = threading.Lock()
+ONE_BY_ONE = 32  # entries decoded one by one before a Datasets splits all of its lines
 
 
 class IndexLocation(NamedTuple):
