@@ -62,9 +62,7 @@ def instances(txn: "Transaction", array: str, dataset_names: Sequence[str]) -> l
     if not names:
         raise ValueError("dataset_names is empty")
     out = []
-    datasets = txn.meta.datasets
-    for n in names:
-        ds = datasets.get(n) if isinstance(n, str) else None
+    for n, ds in zip(names, txn.meta.datasets.get_many(names)):
         if ds is None:
             raise KeyError(f"no dataset named {n!r}")
         out.append(ds.arrays.get(array))

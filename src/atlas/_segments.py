@@ -143,10 +143,10 @@ class ChunkIndex:
                 if w[1] == "u" and size <= 4:
                     small.add(k)
                 a = np.frombuffer(b, w)
-                if size == 8:
-                    return a.view(t)
+                if size == np.dtype(t).itemsize:
+                    return a.view(t)  # stored at full width: read-only, straight off the buffer
                 a = a.astype(t)
-                a.flags.writeable = False  # as read-only as full-width columns straight off the buffer
+                a.flags.writeable = False  # as read-only as full-width columns
                 return a
 
             aid = column("chunks", "aid", np.int64)
