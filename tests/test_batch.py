@@ -48,8 +48,25 @@ def _build(path, seed: int, n: int, flush_every: int) -> tuple[atlas.Atlas, list
 def _same(x, y) -> None:
     assert (x is None) == (y is None)
     if x is not None:
-        assert x.dtype == y.dtype
+        assert type(x) is type(y) and x.dtype == y.dtype and x.shape == y.shape
         np.testing.assert_array_equal(x, y)
+
+
+def test_across_reads_of_0d_arrays_are_0d_arrays(tmp_path):
+    """Each dataset's part of a batched read is what ``read_array`` returns: a 0-D array
+    (not a NumPy scalar) for a scalar array, datetime64 for timestamps."""
+    store = atlas.Atlas.create(tmp_path / "s")
+    for i, n in enumerate("xyz"):
+        d = store.create_dataset(n)
+        d.define_array("v", "float64", [], [])
+        d.write_array("v", [], np.array(i + 0.5))
+        d.define_array("t", "timestamp_ns", ["i"], [2])
+        d.write_array("t", [0], np.array([i, 2 * i], "datetime64[ns]"))
+    got = store.read_arrays_across(["v", "t"], list("xyz"))
+    for i, n in enumerate("xyz"):
+        for a in ("v", "t"):
+            _same(got[a][i], store.open_dataset(n).read_array(a))
+        assert got["v"][i].shape == () and float(got["v"][i]) == i + 0.5
 
 
 @settings(max_examples=15, deadline=None)

@@ -111,10 +111,13 @@ def across(state: "StoreState", arrays: Sequence[str], dataset_names: Sequence[s
             continue
         result[a] = [None] * len(metas)
         groups: dict[Any, list[int]] = {}
+        boxes: dict[Any, tuple[Any, ...]] = {}  # one check per distinct (dtype, shape), not per dataset
         for i, m in enumerate(metas):
             if m is not None:
-                s, c = read_box(m.shape, start, shape, a)
-                groups.setdefault((m.dtype, s, c), []).append(i)
+                key = boxes.get((m.dtype, m.shape))
+                if key is None:
+                    key = boxes[(m.dtype, m.shape)] = (m.dtype, *read_box(m.shape, start, shape, a))
+                groups.setdefault(key, []).append(i)
         for (_, s, c), idxs in groups.items():
             tasks.append(ReadTask(a, [metas[i] for i in idxs], s, c))  # type: ignore[misc]
             places.append((a, idxs))
@@ -122,8 +125,10 @@ def across(state: "StoreState", arrays: Sequence[str], dataset_names: Sequence[s
         if stacked:
             result[a] = to_user(t.metas[0], data)
         else:
-            for k, i in enumerate(idxs):
-                result[a][i] = to_user(t.metas[k], data[k, ...])
+            out, data = result[a], to_user(t.metas[0], data)  # one dtype per task
+            # iterating makes the views in C, but yields scalars where each result is 0-d
+            for i, d in zip(idxs, data if data.ndim > 1 else (data[k, ...] for k in range(len(idxs)))):
+                out[i] = d
     return result
 
 
