@@ -289,3 +289,45 @@ def test_units_partition_the_frames_into_runs_of_the_output(data):
     spans = [(min(pos[k] for k in u.tolist()), max(pos[k] for k in u.tolist())) for u in units]
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
     assert all(int(rlen[u].sum()) >= per for u in units[:-1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_range_reads_cover_each_frame_once_and_coalesce_by_the_rules(data):
+    """``FrameReader.plan``: every requested frame is served by exactly one read of its own
+    segment, inside that read; frames of one read are less than ``COALESCE_GAP`` apart and a
+    read spans at most ``max_read`` bytes unless it holds one frame; reads of a segment do not
+    overlap. Checked against the frame table it plans from."""
+    from atlas._frames import COALESCE_GAP, FrameReader
+    from atlas._segments import FRAME_COLUMNS, ChunkIndex
+
+    nseg = data.draw(st.integers(1, 3))
+    nf = data.draw(st.integers(1, 40))
+    segs = data.draw(st.lists(st.integers(0, nseg - 1), min_size=nf, max_size=nf))
+    sizes = data.draw(st.lists(st.integers(1, 3 * COALESCE_GAP), min_size=nf, max_size=nf))
+    gaps = data.draw(st.lists(st.integers(0, 2 * COALESCE_GAP), min_size=nf, max_size=nf))
+    pos = [0] * nseg
+    off = []
+    for s, n, g in zip(segs, sizes, gaps):  # frames of a segment back to back with gaps, in any table order
+        off.append(pos[s] + g)
+        pos[s] += g + n
+    frames = {k: np.zeros(nf, t) for k, t in FRAME_COLUMNS.items()}
+    frames.update(seg=np.array(segs, np.int64), off=np.array(off, np.int64), clen=np.array(sizes, np.int64))
+    idx = ChunkIndex([f"arrays/x/s{i}.seg" for i in range(nseg)], frames)
+    want = np.array(sorted(data.draw(st.sets(st.integers(0, nf - 1), min_size=1))), np.int64)
+    max_read = data.draw(st.integers(1, 8 * COALESCE_GAP))
+    reads = FrameReader(None, "zstd").plan(idx, want, max_read)
+    served = sorted(j for r in reads for j, _, _ in r.parts)
+    assert served == list(range(len(want)))
+    for r in reads:
+        for j, o, e in r.parts:
+            f = int(want[j])
+            assert r.path == idx.segments[segs[f]] and (o, e) == (off[f], off[f] + sizes[f])
+            assert r.start <= o and e <= r.end
+        assert r.end - r.start <= max_read or len(r.parts) == 1
+        ends = sorted((o, e) for _, o, e in r.parts)
+        assert all(b[0] - a[1] <= COALESCE_GAP for a, b in zip(ends, ends[1:]))
+        assert r.start == ends[0][0] and r.end == max(e for _, e in ends)
+    for p in {r.path for r in reads}:
+        spans = sorted((r.start, r.end) for r in reads if r.path == p)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))

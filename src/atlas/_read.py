@@ -257,16 +257,17 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
         # so reads overlap with decompression and nothing is held early
         for ks in units:
             # the reads are planned here, so a unit spends its time in code that releases the GIL
-            reads = [r for plan in fr.plan(idx, uf[ks]) for r in plan.split()]
+            reads = fr.plan(idx, uf[ks])
+            kl = ks.tolist()
 
-            def unit(ks: np.ndarray = ks, reads: list[Any] = reads) -> None:
-                got: list[Any] = [None] * len(ks)
+            def unit(kl: list[int] = kl, reads: list[Any] = reads) -> None:
+                got: list[Any] = [None] * len(kl)
                 for rr in reads:
-                    fr.run(rr, got)
-                    for i in rr.sel.tolist():
-                        blobs[int(ks[i])] = got[i]
+                    fr.run(rr.path, [rr], got)
+                    for i, _, _ in rr.parts:
+                        blobs[kl[i]] = got[i]
                         got[i] = None
-                        finish(int(ks[i]))
+                        finish(kl[i])
             w.add(unit, int(rlen[ks].sum()))
         return
     # object stores: fetched now, concurrently
