@@ -402,16 +402,17 @@ class StoreState:
     # ---------------------------------------------------------------- commits
     def flush(self, message: str | None = None) -> bool:
         """Publish the transaction as the next snapshot (a version, with ``message``); False when there was nothing to flush."""
-        with self.write_lock, _gc.paused():
+        with self.write_lock:
             t = self.txn
             if not t.changed and not t.pending:
                 return False
-            note = _history.Note(message, t.base.meta, frozenset(t.touched))
-            cat = self._next_catalog(t.base, note.touched, len(t.meta.datasets))
-            meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, lambda m: self._commit(cat(m), note),
-                                          reindexed=t.overlays)
-            self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid), *cat.rows))
-            return True
+            with _gc.paused():  # (not for a flush with nothing to do: closing a read-only handle)
+                note = _history.Note(message, t.base.meta, frozenset(t.touched))
+                cat = self._next_catalog(t.base, note.touched, len(t.meta.datasets))
+                meta, new_idx = _commit.flush(t, t.meta, t.dirty, t.dead, lambda m: self._commit(cat(m), note),
+                                              reindexed=t.overlays)
+                self._publish(t.base.successor(meta, new_idx, current_epoch(self.storage, meta.uid), *cat.rows))
+                return True
 
     def _next_catalog(self, base: Snapshot, touched: frozenset[str], n_datasets: int | None = None) -> "_NextCatalog":
         """The catalog step of a commit (``n_datasets``: the new state's count, when known).
