@@ -374,3 +374,38 @@ def test_snapshots_are_never_changed_by_later_edits(tmp_path):
     assert snap_ds.arrays == arrays and snap_ds.attrs == attrs and snap_ds.arrays["v"].stats == stats
     assert store.generation == before.base.generation + 1
     assert d.get_attribute("k") == 2 and d.array_stats("v")["min"] == 5
+
+
+def test_gc_pause_nests_across_threads_and_restores_the_collector():
+    """``_gc.paused()``: the collector is off while any pause is open (nested, from several
+    threads at once) and comes back as it was when the last one ends."""
+    import gc
+    import threading
+
+    from atlas import _gc
+
+    barrier = threading.Barrier(8)
+    seen: list[bool] = []
+
+    def work() -> None:
+        for _ in range(200):
+            with _gc.paused():
+                with _gc.paused():
+                    seen.append(gc.isenabled())
+            barrier.wait(timeout=30) if _ == 0 else None
+
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            threads = [threading.Thread(target=work) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            barrier.reset()
+            assert not any(seen) and len(seen) == 8 * 200
+            assert gc.isenabled() is enabled
+            seen.clear()
+    finally:
+        (gc.enable if was else gc.disable)()
