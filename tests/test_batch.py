@@ -329,5 +329,8 @@ def test_range_reads_cover_each_frame_once_and_coalesce_by_the_rules(data):
         assert all(b[0] - a[1] <= COALESCE_GAP for a, b in zip(ends, ends[1:]))
         assert r.start == ends[0][0] and r.end == max(e for _, e in ends)
     for p in {r.path for r in reads}:
-        spans = sorted((r.start, r.end) for r in reads if r.path == p)
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+        mine = sorted((r for r in reads if r.path == p), key=lambda r: r.start)
+        assert all(a.end <= b.start for a, b in zip(mine, mine[1:]))
+        for a, b in zip(mine, mine[1:]):  # and as few reads as the rules allow: b's first frame could not join a
+            first_end = min((o, e) for _, o, e in b.parts)[1]
+            assert b.start - a.end > COALESCE_GAP or max(a.end, first_end) - a.start > max_read

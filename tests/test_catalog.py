@@ -215,7 +215,7 @@ def test_mixed_kinds_become_object_columns(store):
 
 
 def test_golden_stores_catalog_and_query(tmp_path):
-    for name in ("v1_json", "v1_msgpack_lz4", "v1_uncompressed"):
+    for name in ("v1_json", "v1_msgpack_lz4", "v1_uncompressed", "v2_json"):
         path = tmp_path / name
         shutil.copytree(os.path.join(HERE, name), path)
         s = atlas.Atlas.open(path)

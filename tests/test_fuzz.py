@@ -738,6 +738,33 @@ def test_index_footers_name_their_codec_and_a_bad_one_is_refused(tmp_path, store
     assert atlas.Atlas.open(path).open_dataset("d").read_array("x").tolist() == list(range(10))
 
 
+@pytest.mark.parametrize("store_codec", CODECS)
+def test_an_index_beyond_lz4_is_written_in_the_store_codec(tmp_path, monkeypatch, store_codec):
+    """An index more than an lz4 block holds (tens of millions of rows; here the limit is
+    lowered) is written in the store's codec (zstd for an lz4 store), its location says so,
+    and it reads back; a
+    location claiming more bytes than lz4 can decode is refused before decoding."""
+    from atlas import _segments
+
+    monkeypatch.setattr(_segments, "LZ4_MAX_INPUT", 64)
+    path = str(tmp_path / "s")
+    with atlas.Atlas.create(path, codec=store_codec) as s:
+        s.create_dataset("d").define_array("x", "float32", ["i"], [10], [4])
+        s.open_dataset("d").write_array("x", [0], np.arange(10, dtype=np.float32))
+    mp = os.path.join(path, META_PATH)
+    with open(mp, "rb") as f:
+        obj, fmt, comp = _metaio.decode(f.read(), "m")
+    loc = obj["physical"]["x"]["index"]
+    assert loc[5] == ("zstd" if store_codec == "lz4" else store_codec)
+    assert atlas.Atlas.open(path).open_dataset("d").read_array("x").tolist() == list(range(10))
+    monkeypatch.undo()
+    with open(mp, "wb") as f:
+        f.write(_metaio.encode({**obj, "physical": {"x": {**obj["physical"]["x"],
+                                                          "index": loc[:3] + [257 * loc[2] + 64, loc[4], "lz4"]}}}, fmt, comp))
+    with pytest.raises(CorruptStoreError, match="more than lz4 decodes to"):
+        atlas.Atlas.open(path).open_dataset("d").read_array("x")
+
+
 # =============================================================================================
 # 4. damaged stores
 # =============================================================================================

@@ -574,3 +574,27 @@ def test_entries_are_decoded_one_by_one_then_split(tmp_path):
     assert ds._lines is None  # the next one split them all
     assert all(ds[n] is d for n, d in zip(names[50:], first))
     assert [st.open_dataset(n).get_attribute("k") for n in names] == names
+
+
+def test_an_entry_that_is_not_utf8_is_corrupt_and_named(tmp_path):
+    """A dataset entry with bytes that are not UTF-8 (a crafted file with a valid checksum)
+    raises ``CorruptStoreError`` naming the file and the dataset; the others still read."""
+    from atlas.store import _forget_process_caches
+
+    path = fresh(tmp_path)
+    with Atlas.create(path) as s:
+        for n in ("a", "b", "c"):
+            s.create_dataset(n).set_attribute("k", n)
+    meta_file = Path(path) / "atlas.meta"
+    raw = bytearray(meta_file.read_bytes()[24:])
+    at = raw.index(b'"b"]', raw.index(b"\n") + 1)  # inside dataset b's entry (the second line)
+    raw[at + 1] = 0xFF
+    meta_file.write_bytes(_metaio._HEADER.pack(_metaio.MAGIC, 2, 0, 0, zlib.crc32(raw), len(raw)) + bytes(raw))
+    _forget_process_caches()
+    st = Atlas.open(path)
+    assert st.open_dataset("a").get_attribute("k") == "a"  # one by one: a's line is fine
+    with pytest.raises(CorruptStoreError, match="atlas.meta.*dataset 'b'.*not UTF-8"):
+        st.open_dataset("b").get_attribute("k")
+    _forget_process_caches()
+    with pytest.raises(CorruptStoreError, match="atlas.meta.*not UTF-8"):
+        Atlas.open(path).read_arrays_across(["x"], ["a", "b", "c"])

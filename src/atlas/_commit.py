@@ -20,7 +20,7 @@ from ._frames import FRAME_TARGET, FrameReader
 from ._meta import ArrayMeta, DatasetMeta, IndexLocation, Physical, StoreMeta
 from ._pending import Pending
 from ._read import View, load_chunk
-from ._segments import CHUNK_COLUMNS, INDEX_CODEC, ChunkIndex
+from ._segments import CHUNK_COLUMNS, ChunkIndex
 from ._stats import fill_deferred, instance_stats
 from ._write import SOLO_FRAME
 
@@ -125,9 +125,9 @@ def build_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: C
             g0 = g1
         fr_cols: dict[str, np.ndarray] = {"off": off, "clen": clen, "rlen": np.asarray(rlens, np.int64), "crc": crc}
         new = base.merged(seg.path, fr_cols, cols, dead)
-        footer, rawlen = new.encode(INDEX_CODEC)
+        footer, rawlen, fcodec = new.encode_footer(codec)
         seg.index = new
-        seg.location = IndexLocation(seg.path, pos, len(footer), rawlen, codecs.checksum(footer), INDEX_CODEC)
+        seg.location = IndexLocation(seg.path, pos, len(footer), rawlen, codecs.checksum(footer), fcodec)
         yield footer
 
     return seg, frames()

@@ -108,7 +108,11 @@ class FrameReader:
             raise self.gone(loc.segment) from None
         if codecs.checksum(buf) != loc.crc:
             raise CorruptStoreError(f"{where}: checksum mismatch in the chunk index of array {name!r}")
-        return ChunkIndex.decode(buf, loc.codec or self.codec, loc.raw_length, where, phys.dir, self.codec)
+        codec = loc.codec or self.codec
+        if codec == "lz4" and loc.raw_length > 256 * loc.length + 64:  # before allocating what it claims
+            raise CorruptStoreError(f"{where}: the chunk index of array {name!r} claims {loc.raw_length} bytes "
+                                    f"from {loc.length}, more than lz4 decodes to")
+        return ChunkIndex.decode(buf, codec, loc.raw_length, where, phys.dir, self.codec)
 
     # ---------------------------------------------------------------- fetching
     def plan(self, idx: ChunkIndex, frames: np.ndarray, max_read: int = COALESCE_MAX) -> list[RangeRead]:
@@ -134,8 +138,9 @@ class FrameReader:
                 reads.append(cur)
         return [RangeRead(idx.segments[s], a, b, parts) for s, a, b, parts in reads]
 
-    def run(self, path: str, reads: list[RangeRead], out: list[Any]) -> None:
-        """Perform ``reads`` (all of segment ``path``, one storage call); frame ``j``'s bytes go to ``out[j]``."""
+    def run(self, reads: list[RangeRead], out: list[Any]) -> None:
+        """Perform ``reads`` (all of one segment: one storage call); frame ``j``'s bytes go to ``out[j]``."""
+        path = reads[0].path
         try:
             bufs = self.storage.read_ranges(path, [r.start for r in reads], [r.end for r in reads])
         except FileNotFoundError:
@@ -153,10 +158,10 @@ class FrameReader:
             per_path.setdefault(r.path, []).append(r)
         conc = getattr(self.storage, "io_concurrency", 1)
         if len(per_path) > 1 and conc > 1:
-            list(_executor.io_pool(conc).map(lambda pr: self.run(pr[0], pr[1], out), per_path.items()))
+            list(_executor.io_pool(conc).map(lambda reads: self.run(reads, out), per_path.values()))
         else:
-            for path, reads in per_path.items():
-                self.run(path, reads, out)
+            for reads in per_path.values():
+                self.run(reads, out)
         return out
 
     def gone(self, path: str) -> FileNotFoundError:

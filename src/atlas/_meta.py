@@ -347,22 +347,21 @@ class Datasets(dict):  # type: ignore[type-arg]
         #: every name maps to ``_UNSPLIT``; listing the names never splits them
         self._lines = lines
         if lines is not None:
-            dict.update(self, dict.fromkeys(lines.names, _UNSPLIT))
-            if len(self) != len(lines.names):  # repeated names (a damaged file): no one-by-one lookups
-                self._split()
+            dict.update(self, dict.fromkeys(lines.names, _UNSPLIT))  # (from_dict refuses repeated names)
 
     def _split(self) -> None:
         """Put every dataset's entry in place of ``_UNSPLIT`` (once; safe from several threads).
 
         Every change to the mapping splits first, so until then every value is ``_UNSPLIT`` or
-        an entry decoded one by one (``Lines.loaded``): the entries go in with one
-        ``dict.update``, and the decoded ones back over them."""
+        an entry decoded one by one (``Lines.loaded``): the entries, with the decoded ones
+        over their text, go in with one ``dict.update``."""
         with _SPLIT_LOCK:
             lines = self._lines
             if lines is None:
                 return
-            dict.update(self, zip(lines.names, lines.entries()))
-            dict.update(self, lines.loaded)
+            entries = dict(zip(lines.names, lines.entries()))
+            entries.update(lines.loaded)
+            dict.update(self, entries)  # one step: no reader sees a decoded entry as its text again
             self._lines = None
 
     def _load_unsplit(self, name: str) -> DatasetMeta:
@@ -433,16 +432,14 @@ class Datasets(dict):  # type: ignore[type-arg]
             return [get(n) if isinstance(n, str) else None for n in names]
 
     def values(self) -> list[DatasetMeta]:  # type: ignore[override]
-        if self._lines is not None:
-            self._split()
-        with _gc.paused():
-            return [self._load(k, v) for k, v in list(dict.items(self))]  # list(): one atomic step under the GIL
+        return [v for _, v in self.items()]
 
     def items(self) -> list[tuple[str, DatasetMeta]]:  # type: ignore[override]
+        """Every entry, decoded (with the collector paused, as :meth:`get_many`)."""
         if self._lines is not None:
             self._split()
         with _gc.paused():
-            return [(k, self._load(k, v)) for k, v in list(dict.items(self))]
+            return [(k, self._load(k, v)) for k, v in list(dict.items(self))]  # list(): one atomic step under the GIL
 
     def pop(self, name: Any, *default: Any) -> Any:
         if self._lines is not None:

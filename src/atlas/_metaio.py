@@ -113,20 +113,27 @@ class Lines:
     with the names).
     """
 
-    __slots__ = ("names", "body", "where", "loaded", "_ends")
+    __slots__ = ("names", "body", "where", "loaded", "_ends", "_pos")
 
     def __init__(self, names: list[Any], body: memoryview, where: str) -> None:
         self.names, self.body, self.where = names, body, where
         #: entries taken one by one before the split (``atlas._meta.Datasets`` keeps them here)
         self.loaded: dict[str, Any] = {}
         self._ends: Any = None  # where each line ends, found on the first one-by-one lookup
+        self._pos: dict[str, int] | None = None  # name -> line, for stores too big to scan the names
+
+    def _text(self, data: Any, what: str) -> str:
+        try:
+            return str(data, "utf-8")
+        except UnicodeDecodeError as e:
+            raise CorruptStoreError(f"{self.where}: metadata cannot be decoded: {what} is not UTF-8 ({e})") from None
 
     def _mismatch(self, entries: int) -> CorruptStoreError:
         return CorruptStoreError(f"{self.where}: metadata cannot be decoded: {len(self.names)} dataset names "
                                  f"but {entries} entries")
 
     def entries(self) -> list[str]:
-        entries = str(self.body, "utf-8").split("\n") if self.names else []
+        entries = self._text(self.body, "a dataset entry").split("\n") if self.names else []
         if len(entries) != len(self.names) or (not self.names and len(self.body)):
             raise self._mismatch(len(entries))
         return entries
@@ -144,13 +151,20 @@ class Lines:
             if len(ends) + 1 != len(self.names):
                 raise self._mismatch(len(ends) + 1)
             self._ends = ends
-        i = self.names.index(name)
+        names = self.names  # unique: StoreMeta.from_dict refuses a file that repeats one
+        if len(names) <= SCAN_NAMES:
+            i = names.index(name)
+        else:  # a scan of 100,000 names costs ~1 ms a lookup; the map ~5 ms once
+            if self._pos is None:
+                self._pos = dict(zip(names, range(len(names))))
+            i = self._pos[name]
         start = int(ends[i - 1]) + 1 if i else 0
         end = int(ends[i]) if i < len(ends) else len(self.body)
-        return str(self.body[start:end], "utf-8")
+        return self._text(self.body[start:end], f"the entry of dataset {name!r}")
 
 
 _WINDOW = 64 * 1024
+SCAN_NAMES = 4096  # Lines.entry finds a name by scanning the list up to this many names (~20 us)
 _scratch = threading.local()
 
 

@@ -263,7 +263,7 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
             def unit(kl: list[int] = kl, reads: list[Any] = reads) -> None:
                 got: list[Any] = [None] * len(kl)
                 for rr in reads:
-                    fr.run(rr.path, [rr], got)
+                    fr.run([rr], got)
                     for i, _, _ in rr.parts:
                         blobs[kl[i]] = got[i]
                         got[i] = None

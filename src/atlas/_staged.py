@@ -40,7 +40,7 @@ import numpy as np
 from . import _history, _metaio, codecs
 from ._frames import FrameReader
 from ._meta import META_PATH, IndexLocation, Physical, StoreMeta, array_dir, decode_blob, encode_blob, validate_name
-from ._segments import INDEX_CODEC, ChunkIndex
+from ._segments import ChunkIndex
 from ._state import Snapshot, StoreState
 from .dataset import DatasetView
 from .errors import CorruptStoreError
@@ -283,9 +283,9 @@ def _build(storage: Storage, base: Snapshot, results: list[StagedResult],
         # the index file is a segment of its own index (without frames): whatever keeps an
         # index's segments (compaction, retained versions) keeps it too
         merged = ChunkIndex(merged.segments + [path], merged.frames, merged.chunks)
-        footer, rawlen = merged.encode(INDEX_CODEC)
+        footer, rawlen, fcodec = merged.encode_footer(old.codec)
         storage.write(path, footer)
-        new.physical[name] = Physical(folder, IndexLocation(path, 0, len(footer), rawlen, codecs.checksum(footer), INDEX_CODEC))
+        new.physical[name] = Physical(folder, IndexLocation(path, 0, len(footer), rawlen, codecs.checksum(footer), fcodec))
         new_idx[name] = merged
     return new, new_idx  # the commit makes these files durable with the rest (one barrier)
 
