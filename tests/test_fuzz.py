@@ -702,6 +702,18 @@ def _footer_v2() -> tuple[int, bytes]:
     return raw, data
 
 
+def _one_array_store(path: str, codec: str) -> tuple[str, dict, str, str]:
+    """A store with one dataset holding ``x`` = 0..9 in chunks of 4; returns the metadata
+    file's path and its decoded document, format and compression."""
+    with atlas.Atlas.create(path, codec=codec) as s:
+        s.create_dataset("d").define_array("x", "float32", ["i"], [10], [4])
+        s.open_dataset("d").write_array("x", [0], np.arange(10, dtype=np.float32))
+    mp = os.path.join(path, META_PATH)
+    with open(mp, "rb") as f:
+        obj, fmt, comp = _metaio.decode(f.read(), "m")
+    return mp, obj, fmt, comp
+
+
 @pytest.mark.parametrize("store_codec", CODECS)
 def test_index_footers_name_their_codec_and_a_bad_one_is_refused(tmp_path, store_codec):
     """Footers are written in ``INDEX_CODEC`` whatever the store's codec, and each location in the
@@ -710,12 +722,7 @@ def test_index_footers_name_their_codec_and_a_bad_one_is_refused(tmp_path, store
     from atlas._segments import INDEX_CODEC
 
     path = str(tmp_path / "s")
-    with atlas.Atlas.create(path, codec=store_codec) as s:
-        s.create_dataset("d").define_array("x", "float32", ["i"], [10], [4])
-        s.open_dataset("d").write_array("x", [0], np.arange(10, dtype=np.float32))
-    mp = os.path.join(path, META_PATH)
-    with open(mp, "rb") as f:
-        obj, fmt, comp = _metaio.decode(f.read(), "m")
+    mp, obj, fmt, comp = _one_array_store(path, store_codec)
     loc = obj["physical"]["x"]["index"]
     assert len(loc) == 6 and loc[5] == INDEX_CODEC
     with open(os.path.join(path, *loc[0].split("/")), "rb") as f:
@@ -742,18 +749,13 @@ def test_index_footers_name_their_codec_and_a_bad_one_is_refused(tmp_path, store
 def test_an_index_beyond_lz4_is_written_in_the_store_codec(tmp_path, monkeypatch, store_codec):
     """An index more than an lz4 block holds (tens of millions of rows; here the limit is
     lowered) is written in the store's codec (zstd for an lz4 store), its location says so,
-    and it reads back; a
-    location claiming more bytes than lz4 can decode is refused before decoding."""
+    and it reads back; a location claiming more bytes than lz4 can decode is refused before
+    decoding."""
     from atlas import _segments
 
     monkeypatch.setattr(_segments, "LZ4_MAX_INPUT", 64)
     path = str(tmp_path / "s")
-    with atlas.Atlas.create(path, codec=store_codec) as s:
-        s.create_dataset("d").define_array("x", "float32", ["i"], [10], [4])
-        s.open_dataset("d").write_array("x", [0], np.arange(10, dtype=np.float32))
-    mp = os.path.join(path, META_PATH)
-    with open(mp, "rb") as f:
-        obj, fmt, comp = _metaio.decode(f.read(), "m")
+    mp, obj, fmt, comp = _one_array_store(path, store_codec)
     loc = obj["physical"]["x"]["index"]
     assert loc[5] == ("zstd" if store_codec == "lz4" else store_codec)
     assert atlas.Atlas.open(path).open_dataset("d").read_array("x").tolist() == list(range(10))
