@@ -836,3 +836,32 @@ def test_writing_into_a_chunk_too_large_to_build_is_refused(tmp_path):
     assert np.isnan(back.read_array("huge", [0, 0], [2, 2])).all()
     assert back.read_array("ok", [5, 5], [1, 1]).tolist() == [[1.0]]
     assert back.array_stats("huge") == {"row_count": 10**10, "null_count": 10**10, "min": None, "max": None}
+
+
+def test_name_and_box_checks_remembered_or_not_give_the_same_answers():
+    """``validate_name`` remembers array/attribute names that passed and ``int_tuple`` takes
+    plain lists by a loop: the answers (value, or error class and message) are those of the
+    full checks, first time or again."""
+    from atlas import _meta
+    from atlas._box import int_tuple
+
+    def outcome(fn, *args):
+        try:
+            return ("ok", fn(*args))
+        except Exception as e:  # noqa: BLE001
+            return (type(e), str(e))
+
+    names = ["a", "time", "x" * 300, "_a", "a/b", "", ".", "..", "\ud800", "é", 3, None, b"a"]
+    for what in ("array", "attribute", "dataset"):
+        _meta._VALID_NAMES.clear()
+        first = [outcome(_meta.validate_name, n, what) for n in names]
+        again = [outcome(_meta.validate_name, n, what) for n in names]
+        assert first == again
+        assert [r[0] for r in first] == ["ok", "ok", "ok"] + [ValueError] * 6 + ["ok", TypeError, TypeError, TypeError]
+        assert ("a" in _meta._VALID_NAMES) is (what != "dataset") and "x" * 300 not in _meta._VALID_NAMES
+    boxes = [[0], [1, 2], (3,), [], [-1], [1, -1], [True], [1.0], [np.int64(2)], "ab", 5, [None]]
+    got = [outcome(int_tuple, b, "start") for b in boxes]
+    assert got[:4] == [("ok", (0,)), ("ok", (1, 2)), ("ok", (3,)), ("ok", ())]
+    assert [r[0] for r in got[4:]] == [ValueError, ValueError, TypeError, TypeError, "ok", TypeError, TypeError, TypeError]
+    assert got[8] == ("ok", (2,)) and type(got[8][1][0]) is int
+    assert outcome(int_tuple, [1, 2], "start", 1)[0] is ValueError

@@ -62,6 +62,8 @@ def j2f(x: Any) -> float:
 
 def validate_name(name: Any, what: str) -> str:
     """Dataset, array and attribute names: non-empty str, no '/', no leading '_', not '.'/'..'."""
+    if type(name) is str and name in _VALID_NAMES:  # (the same few array names, thousands of times)
+        return name
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str, got {type(name).__name__}: {name!r}")
     if not name:
@@ -73,7 +75,15 @@ def validate_name(name: Any, what: str) -> str:
     if name in (".", ".."):
         raise ValueError(f"{what} name {name!r} is not allowed")
     D.check_unicode(name, f"{what} name")
+    if type(name) is str and len(name) <= 256 and what != "dataset":  # (a dataset name is checked once)
+        if len(_VALID_NAMES) >= 4096:
+            _VALID_NAMES.clear()
+        _VALID_NAMES.add(name)
     return name
+
+
+#: array and attribute names that passed :func:`validate_name` (the rules do not depend on ``what``)
+_VALID_NAMES: set[str] = set()
 
 
 def _plain_names(names: list[Any]) -> bool:

@@ -163,6 +163,21 @@ class PendingStore:
             if self.mem > self.budget:
                 self.spill()
 
+    def put_one(self, name: str, k: Key, p: Pending) -> None:
+        """``put(name, {k: p})`` without the mapping (a small write puts one chunk)."""
+        with self.lock:
+            d = self._by_name.get(name)
+            if d is None:
+                d = self._by_name[name] = {}
+            old = d.get(k)
+            if old is not None:
+                self._forget(name, k, old)
+            d[k] = p
+            self._hot[(name, k)] = p
+            self.mem += p.slen
+            if self.mem > self.budget:
+                self.spill()
+
     def drop(self, name: str, aid: int) -> None:
         """Forget every pending chunk of instance ``aid`` of array ``name`` (it was deleted)."""
         with self.lock:

@@ -83,7 +83,7 @@ def write(v: View, name: str, m: ArrayMeta, start: Sequence[int], data: np.ndarr
                             bool(has[0]))
         else:
             entry = Pending(data.tobytes(), False, nb, -1, 0, 0, False)
-        v.pending.put(name, {(m.aid, 0): entry})
+        v.pending.put_one(name, (m.aid, 0), entry)
         return
     kstart, kcount = pad(start), pad_count(data.shape)
     d = data.reshape(tuple(kcount.tolist()))
