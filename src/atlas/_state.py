@@ -379,12 +379,22 @@ class StoreState:
         with self.write_lock:
             t = self.txn
             dirty = t.dirty
+            small = []  # whole small one-chunk arrays: their entries go in together
             for name, m, start, data in writes:
-                _write.write(t, name, m, start, data)
+                p = _write.small_whole(m, data)
+                if p is None:
+                    if small:  # (in order: an array may come twice)
+                        t.pending.put_each(small)
+                        small = []
+                    _write.write(t, name, m, start, data)
+                else:
+                    small.append((name, (m.aid, 0), p))
                 if m.aid not in dirty:
                     t.working()
                     dirty[m.aid] = (ds_name, name)
                     t.touched.add(ds_name)
+            if small:
+                t.pending.put_each(small)
 
     def resize(self, ds_name: str, name: str, plan: Callable[[ArrayMeta], tuple[Sequence[int], Any]],
                then: Callable[[ArrayMeta, Any], None] | None = None) -> None:
