@@ -467,3 +467,31 @@ def test_first_kernel_import_in_a_pause_leaves_no_crowd_in_the_middle_generation
     out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.split()[-1]) < 10_000
+
+
+def test_frame_bytes_of_aligned_chunks_join_the_payloads_as_the_general_layout_does():
+    """``_commit.frame_bytes``: entries whose sizes are whole multiples of 8 are joined back to
+    back in one step; the bytes equal the general layout's (each entry at its offset, zeros
+    between), including payloads spilled to the spill file."""
+    from atlas._commit import frame_bytes
+    from atlas._pending import Pending, SpillFile
+
+    rng = np.random.default_rng(2)
+    spill = SpillFile()
+    for sizes in ([8, 16, 400], [800] * 7, [24]):
+        ps = []
+        for n in sizes:
+            p = Pending(rng.bytes(n), False, n, -1, 0, 0, False)
+            if len(ps) % 3 == 1:  # some spilled
+                p = p.moved(spill, spill.append([p.data]))
+            ps.append(p)
+        ps = [Pending(b"zz", True, 2, 0, 0, 0, False)] + ps  # a compressed frame before them
+        foff, size = [0], 0
+        for p in ps[1:]:
+            foff.append(size)
+            size += p.nbytes
+        g = list(range(1, len(ps)))
+        assert frame_bytes(ps, foff, g, True) == frame_bytes(ps, foff, g, False) == b"".join(p.payload() for p in ps[1:])
+    # odd sizes: padding between (the general layout only)
+    ps = [Pending(b"abc", False, 3, -1, 0, 0, False), Pending(b"de", False, 2, -1, 0, 0, False)]
+    assert frame_bytes(ps, [0, 8], [0, 1]) == b"abc" + b"\0" * 5 + b"de"

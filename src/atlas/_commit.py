@@ -91,22 +91,11 @@ def build_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: C
            "nbytes": nbytes, "wmask": [p.masked for p in ps]}
     cols = {k: np.array(col[k], t) for k, t in CHUNK_COLUMNS.items() if k in col}
     cols["nn"], cols["mn"], cols["mx"], cols["has"] = stats_columns(items, metas)
+    aligned = not any(nb & 7 for nb in nbytes)  # every chunk a whole number of 8 bytes: no padding anywhere
 
     def enc(g: list[int]) -> tuple[bytes, int]:
         first = ps[g[0]]
-        if first.compressed:
-            b = first.payload()
-        else:
-            parts: list[bytes] = []
-            size = 0
-            for j in g:
-                pad = foff[j] - size
-                if pad:
-                    parts.append(b"\0" * pad)
-                data = ps[j].payload()
-                parts.append(data)
-                size += pad + len(data)
-            b = codecs.compress(codec, b"".join(parts))
+        b = first.payload() if first.compressed else codecs.compress(codec, frame_bytes(ps, foff, g, aligned))
         return b, codecs.frame_checksum(codec, b)
 
     def frames() -> Iterator[bytes]:
@@ -134,6 +123,24 @@ def build_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: C
         yield footer
 
     return seg, frames()
+
+
+def frame_bytes(ps: list[Pending], foff: list[int], g: list[int], aligned: bool = False) -> bytes:
+    """The raw bytes of a frame of uncompressed entries: ``ps[j]`` at ``foff[j]`` for the item
+    numbers ``g`` (consecutive), zeros between; ``aligned``: no entry is followed by padding
+    (the payloads back to back, in one join)."""
+    if aligned:
+        return b"".join([p.payload() if p.data is None else p.data for p in ps[g[0]:g[-1] + 1]])
+    parts: list[bytes] = []
+    size = 0
+    for j in g:
+        pad = foff[j] - size
+        if pad:
+            parts.append(b"\0" * pad)
+        data = ps[j].payload()
+        parts.append(data)
+        size += pad + len(data)
+    return b"".join(parts)
 
 
 def _write_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: ChunkIndex, items: Items,
