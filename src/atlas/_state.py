@@ -26,7 +26,7 @@ import numpy as np
 from . import _commit, _gc, _history, _meta, _read, _resize, _write
 from ._frames import FrameReader
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
-from ._pending import PendingStore
+from ._pending import Pending, PendingStore
 from ._segments import ChunkIndex
 from .storage import Storage
 
@@ -385,7 +385,8 @@ class StoreState:
         with self.write_lock:
             t = self.txn
             dirty = t.dirty
-            small = []  # whole small one-chunk arrays: their entries go in together
+            # whole small one-chunk arrays: their entries go in together
+            small: list[tuple[str, tuple[int, int], Pending]] = []
             for name, m, start, data in writes:
                 p = _write.small_whole(m, data)
                 if p is None:
