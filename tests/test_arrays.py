@@ -3,6 +3,7 @@ boundaries against a NumPy reference, pending writes, and input validation."""
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from pathlib import Path
@@ -728,3 +729,44 @@ def test_read_arrays_returns_dict_with_none_for_missing(tmp_path):
         assert ds.read_arrays([]) == {}
         s.flush()
         ds = Atlas.open(path).open_dataset("d")
+
+
+@pytest.mark.parametrize("dtype, shape, chunk, box", [
+    ("float32", (100,), None, None), ("int8", (3, 4), None, None), ("timestamp_ns", (5,), None, None),
+    ("float64", (0,), None, None), ("uint16", (2048, 4), None, None),  # 16 KiB: summarised when written
+    ("int32", (10,), (4,), None), ("float32", (6,), None, (2,)), ("string", (3,), None, None),
+])
+def test_small_whole_write_entries_equal_the_general_write(tmp_path, dtype, shape, chunk, box):
+    """A write that is a whole small one-chunk numeric array becomes its pending entry
+    directly (``_write.small_whole``, the batched writes' path); the entry equals the one the
+    general write makes, and every other write is left to the general path."""
+    import atlas
+    from atlas import _write
+    from atlas import dtypes as D
+
+    rng = np.random.default_rng(1)
+    s = atlas.Atlas.create(tmp_path / "s")
+    d = s.create_dataset("d")
+    d.define_array("v", dtype, ["x", "y"][: len(shape)], list(shape), chunk_shape=None if chunk is None else list(chunk))
+    m = d._array("v")
+    n = box or shape
+    if dtype == "string":
+        data = np.array(["a", "bb", "c"], object)
+    else:
+        sd = np.dtype("int64") if dtype == "timestamp_ns" else np.dtype(dtype)
+        data = (rng.standard_normal(n) * 50).astype(sd)
+    arr = D.to_storage(m.dtype, data, "v")
+    fast = _write.small_whole(m, arr)
+    applies = chunk is None and box is None and dtype != "string" and math.prod(shape) > 0 and arr.nbytes < _write.SOLO_FRAME
+    assert (fast is not None) is applies
+    txn = s._state.txn
+    _write.write(txn, "v", m, (0,) * len(shape), arr)
+    general = txn.pending.get("v", (m.aid, 0))
+    if fast is not None:
+        assert [getattr(fast, k) for k in fast.__slots__] == [getattr(general, k) for k in general.__slots__]
+    d.write_arrays({"v": data})  # the batched path end to end
+    s.flush()
+    back = d.read_array("v")
+    if dtype != "string":
+        want = np.asarray(data) if box is None else np.concatenate([data, np.zeros(shape[0] - box[0], data.dtype)])
+        assert np.array_equal(back.view(np.int64) if dtype == "timestamp_ns" else back, want)

@@ -836,3 +836,74 @@ def test_writing_into_a_chunk_too_large_to_build_is_refused(tmp_path):
     assert np.isnan(back.read_array("huge", [0, 0], [2, 2])).all()
     assert back.read_array("ok", [5, 5], [1, 1]).tolist() == [[1.0]]
     assert back.array_stats("huge") == {"row_count": 10**10, "null_count": 10**10, "min": None, "max": None}
+
+
+def test_name_and_box_checks_remembered_or_not_give_the_same_answers():
+    """``validate_name`` remembers array/attribute names that passed and ``int_tuple`` takes
+    plain lists by a loop: the answers (value, or error class and message) are those of the
+    full checks, first time or again."""
+    from atlas import _meta
+    from atlas._box import int_tuple
+
+    def outcome(fn, *args):
+        try:
+            return ("ok", fn(*args))
+        except Exception as e:  # noqa: BLE001
+            return (type(e), str(e))
+
+    names = ["a", "time", "x" * 300, "_a", "a/b", "", ".", "..", "\ud800", "é", 3, None, b"a"]
+    for what in ("array", "attribute", "dataset"):
+        _meta._VALID_NAMES.clear()
+        first = [outcome(_meta.validate_name, n, what) for n in names]
+        again = [outcome(_meta.validate_name, n, what) for n in names]
+        assert first == again
+        assert [r[0] for r in first] == ["ok", "ok", "ok"] + [ValueError] * 6 + ["ok", TypeError, TypeError, TypeError]
+        assert ("a" in _meta._VALID_NAMES) is (what != "dataset") and "x" * 300 not in _meta._VALID_NAMES
+    boxes = [[0], [1, 2], (3,), [], [-1], [1, -1], [True], [1.0], [np.int64(2)], "ab", 5, [None]]
+    got = [outcome(int_tuple, b, "start") for b in boxes]
+    assert got[:4] == [("ok", (0,)), ("ok", (1, 2)), ("ok", (3,)), ("ok", ())]
+    assert [r[0] for r in got[4:]] == [ValueError, ValueError, TypeError, TypeError, "ok", TypeError, TypeError, TypeError]
+    assert got[8] == ("ok", (2,)) and type(got[8][1][0]) is int
+    assert outcome(int_tuple, [1, 2], "start", 1)[0] is ValueError
+
+
+def test_dataset_entry_json_written_directly_equals_the_json_encoders():
+    """The json entry of a dataset formats its usual rows (ints, finite floats) directly: the
+    text equals the json encoder's over the plain form, whatever the stats hold."""
+    import math
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from atlas._meta import ArrayMeta, DatasetMeta, StoreMeta, entry_json
+    from atlas._metaio import dumps_entry
+
+    store = StoreMeta("zstd")
+    schemas = [ArrayMeta(0, "float32", ("x",), (4,), (4,), float("nan")), ArrayMeta(0, "int64", ("x", "y"), (2, 3), (1, 3)),
+               ArrayMeta(0, "string", ("x",), (2,), (2,), "")]
+    value = st.one_of(st.none(), st.integers(-2**63, 2**64), st.floats(allow_nan=True, allow_infinity=True),
+                      st.booleans(), st.text(max_size=5), st.sampled_from([-0.0, 1e16, 1e-7, 5e-324, np.float64(1.5),
+                                                                            np.float32(2.5), np.int64(3), math.pi]))
+    stats = st.one_of(st.none(), st.fixed_dictionaries({"null_count": st.one_of(st.integers(0, 2**40), st.just(True)),
+                                                        "min": value, "max": value}))
+    names = st.text(min_size=1, max_size=6)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(names, st.integers(0, 2), st.integers(0, 2**62), stats), max_size=5),
+           st.dictionaries(st.text(max_size=4), st.tuples(st.sampled_from(["int64", "float64", "string", "bool"]),
+                                                          value), max_size=2))
+    def check(rows, attrs):
+        arrays = {}
+        for name, sno, aid, s in rows:
+            m = schemas[sno].instance(aid)
+            arrays[name] = m.with_stats(s)
+        ds = DatasetMeta("d", {k: v for k, v in attrs.items()}, arrays)
+        try:
+            want = dumps_entry(ds.plain(store.schema_number))
+        except (TypeError, ValueError) as e:  # not json-encodable (numpy scalars): the same error either way
+            with pytest.raises(type(e)):
+                entry_json(ds, store.schema_number)
+            return
+        assert entry_json(ds, store.schema_number) == want
+
+    check()

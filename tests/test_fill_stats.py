@@ -492,3 +492,43 @@ def test_stats_are_per_dataset_for_a_shared_array_name(tmp_path):
     s.flush()
     assert a.array_stats("v") == {"row_count": 3, "null_count": 0, "min": 1, "max": 3}
     assert b.array_stats("v") == {"row_count": 5, "null_count": 3, "min": -7, "max": 70}
+
+
+def test_chunk_summaries_of_one_segment_mix_layouts_and_chunks_summarised_when_written(tmp_path):
+    """A flush summarises the small chunks left for it as whole columns, one kernel call per
+    layout of each array name; chunks summarised when written (large ones) keep their
+    summary. Every instance's stats equal NumPy's over its data, whatever the mix in a segment."""
+    from atlas import _write
+
+    rng = np.random.default_rng(5)
+    s = Atlas.create(tmp_path / "s")
+    want = {}
+    big = _write.SOLO_FRAME // 4 + 10  # float32 cells of a chunk summarised when written
+    for i in range(40):
+        d = s.create_dataset(f"d{i}")
+        kind = i % 4
+        if kind == 0:  # small, one chunk, NaN fill
+            n, chunk, fill = 50, 50, float("nan")
+        elif kind == 1:  # small chunks, another layout of the same name, a number fill
+            n, chunk, fill = 30, 7, -1.0
+        elif kind == 2:  # large chunks: summarised when written
+            n, chunk, fill = 2 * big, big, float("nan")
+        else:  # large and small chunks in one instance (an edge chunk)
+            n, chunk, fill = big + 5, big, 0.5
+        v = rng.standard_normal(n).astype(np.float32)
+        v[rng.random(n) < 0.2] = np.float32(fill)
+        if i == 5:
+            v[:] = np.float32(fill)  # all null
+        d.define_array("v", "float32", ["x"], [n], [chunk], fill_value=fill)
+        d.write_array("v", [0], v)
+        ok = ~np.isnan(v) & (v != np.float32(fill))
+        want[d.name] = (n, int(n - ok.sum()), float(v[ok].min()) if ok.any() else None,
+                        float(v[ok].max()) if ok.any() else None)
+    s.flush()
+    for _ in range(2):
+        for name, (n, nulls, mn, mx) in want.items():
+            st = s.open_dataset(name).array_stats("v")
+            got = (st["row_count"], st["null_count"], None if st["min"] is None else float(st["min"]),
+                   None if st["max"] is None else float(st["max"]))
+            assert got == (n, nulls, mn, mx), name
+        s = Atlas.open(tmp_path / "s")  # and as stored

@@ -409,3 +409,89 @@ def test_gc_pause_nests_across_threads_and_restores_the_collector():
             seen.clear()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_gc_settle_after_pause_collects_the_young_generations_once_when_the_pause_ends():
+    """``_gc.settle_after_pause()``: objects made in the pause end up in the oldest generation
+    when it ends (not all together in the middle one); without it, or with the collector
+    turned off by the process, nothing is collected."""
+    import gc
+
+    from atlas import _gc
+
+    def in_young(objs: list) -> bool:
+        young = {id(o) for g in (0, 1) for o in gc.get_objects(g)}
+        return all(id(o) in young for o in objs)
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        _gc.settle_after_pause()  # outside a pause: nothing to do
+        assert not _gc._SETTLE[0]
+        for settle, enabled in ((True, True), (False, True), (True, False)):
+            (gc.enable if enabled else gc.disable)()
+            with _gc.paused():
+                if settle:
+                    _gc.settle_after_pause()
+                with _gc.paused():  # a nested pause ending collects nothing yet
+                    made = [[i] for i in range(2000)]
+                assert in_young(made)
+            assert in_young(made) is not (settle and enabled), (settle, enabled)
+            assert not _gc._SETTLE[0] and gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_first_kernel_import_in_a_pause_leaves_no_crowd_in_the_middle_generation(tmp_path):
+    """numba's import and first compilation inside a flush (the collector paused) make tens of
+    thousands of long-lived objects; they must not all wait in the middle generation for its
+    next collection (a ~30 ms stall in some later call of the user's loop)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    src = textwrap.dedent(f"""
+        import gc, sys
+        import numpy as np
+        import atlas
+        assert "numba" not in sys.modules
+        gc.set_threshold(700, 10**9, 10**9)  # no automatic collection of the middle generation
+        with atlas.Atlas.create({str(tmp_path / "s")!r}) as st:
+            for i in range(300):  # enough small chunks that the flush's statistics take the kernel
+                d = st.create_dataset(f"d{{i}}")
+                d.define_array("a", "float32", ["x"], [64], fill_value=float("nan"))
+                d.write_array("a", [0], np.arange(64, dtype=np.float32))
+        assert "atlas._kernels.stats" in sys.modules, "the flush did not need a kernel: make it bigger"
+        print(len(gc.get_objects(0)) + len(gc.get_objects(1)))
+    """)
+    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) < 10_000
+
+
+def test_frame_bytes_of_aligned_chunks_join_the_payloads_as_the_general_layout_does():
+    """``_commit.frame_bytes``: entries whose sizes are whole multiples of 8 are joined back to
+    back in one step; the bytes equal the general layout's (each entry at its offset, zeros
+    between), including payloads spilled to the spill file."""
+    from atlas._commit import frame_bytes
+    from atlas._pending import Pending, SpillFile
+
+    rng = np.random.default_rng(2)
+    spill = SpillFile()
+    for sizes in ([8, 16, 400], [800] * 7, [24]):
+        ps = []
+        for n in sizes:
+            p = Pending(rng.bytes(n), False, n, -1, 0, 0, False)
+            if len(ps) % 3 == 1:  # some spilled
+                p = p.moved(spill, spill.append([p.data]))
+            ps.append(p)
+        ps = [Pending(b"zz", True, 2, 0, 0, 0, False)] + ps  # a compressed frame before them
+        foff, size = [0], 0
+        for p in ps[1:]:
+            foff.append(size)
+            size += p.nbytes
+        g = list(range(1, len(ps)))
+        assert frame_bytes(ps, foff, g, True) == frame_bytes(ps, foff, g, False) == b"".join(p.payload() for p in ps[1:])
+    # odd sizes: padding between (the general layout only)
+    ps = [Pending(b"abc", False, 3, -1, 0, 0, False), Pending(b"de", False, 2, -1, 0, 0, False)]
+    assert frame_bytes(ps, [0, 8], [0, 1]) == b"abc" + b"\0" * 5 + b"de"

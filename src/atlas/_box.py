@@ -9,10 +9,14 @@ import numpy as np
 
 def int_tuple(value: Any, what: str, ndim: int | None = None) -> tuple[int, ...]:
     """A tuple of non-negative ints, checked for rank; ``TypeError``/``ValueError`` otherwise."""
-    if type(value) in (list, tuple) and all(type(v) is int and v >= 0 for v in value):
-        if ndim is not None and len(value) != ndim:
-            raise ValueError(f"{what} has rank {len(value)} but the array has {ndim} dimension(s): {list(value)!r}")
-        return tuple(value)
+    if type(value) in (list, tuple):
+        for v in value:  # (a loop, not all() over a generator: a write's start costs this per call)
+            if type(v) is not int or v < 0:
+                break
+        else:
+            if ndim is not None and len(value) != ndim:
+                raise ValueError(f"{what} has rank {len(value)} but the array has {ndim} dimension(s): {list(value)!r}")
+            return tuple(value)
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
         raise TypeError(f"{what} must be a sequence of ints, got {type(value).__name__}: {value!r}")
     out = []

@@ -10,7 +10,7 @@ snapshot's files.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ._meta import ArrayMeta, DatasetMeta, IndexLocation, Physical, StoreMeta
 from ._pending import Pending
 from ._read import View, load_chunk
 from ._segments import CHUNK_COLUMNS, ChunkIndex
-from ._stats import fill_deferred, instance_stats
+from ._stats import instance_stats, stats_columns
 from ._write import SOLO_FRAME
 
 #: raw bytes a batch must have to compress on the pool (a 64 KiB frame compresses in about 0.1 ms,
@@ -45,8 +45,11 @@ class NewSegment:
 
 
 def build_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: ChunkIndex, items: Items,
-                  dead: np.ndarray) -> tuple[NewSegment, Iterator[bytes]]:
+                  dead: np.ndarray, metas: Mapping[int, ArrayMeta] | None = None) -> tuple[NewSegment, Iterator[bytes]]:
     """Plan a segment of ``items``; returns the segment record and a generator of its bytes.
+
+    Chunks whose summary was left for the flush are summarised here (``metas``: their
+    instances by aid, see ``_stats.stats_columns``).
 
     The generator yields the frames (compressed in batches on the pool, so memory stays
     bounded) and finally the index footer; once it is exhausted, the record holds the index
@@ -85,25 +88,14 @@ def build_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: C
         groups.append(cur)
         rlens.append(cur_size)
     col = {"aid": [k[0] for k, _ in items], "cid": [k[1] for k, _ in items], "frame": frame, "foff": foff,
-           "nbytes": nbytes, "nn": [p.nn for p in ps], "mn": [p.mn for p in ps], "mx": [p.mx for p in ps],
-           "has": [p.has for p in ps], "wmask": [p.masked for p in ps]}
-    cols = {k: np.array(col[k], t) for k, t in CHUNK_COLUMNS.items()}
+           "nbytes": nbytes, "wmask": [p.masked for p in ps]}
+    cols = {k: np.array(col[k], t) for k, t in CHUNK_COLUMNS.items() if k in col}
+    cols["nn"], cols["mn"], cols["mx"], cols["has"] = stats_columns(items, metas)
+    aligned = not any(nb & 7 for nb in nbytes)  # every chunk a whole number of 8 bytes: no padding anywhere
 
     def enc(g: list[int]) -> tuple[bytes, int]:
         first = ps[g[0]]
-        if first.compressed:
-            b = first.payload()
-        else:
-            parts: list[bytes] = []
-            size = 0
-            for j in g:
-                pad = foff[j] - size
-                if pad:
-                    parts.append(b"\0" * pad)
-                data = ps[j].payload()
-                parts.append(data)
-                size += pad + len(data)
-            b = codecs.compress(codec, b"".join(parts))
+        b = first.payload() if first.compressed else codecs.compress(codec, frame_bytes(ps, foff, g, aligned))
         return b, codecs.frame_checksum(codec, b)
 
     def frames() -> Iterator[bytes]:
@@ -133,9 +125,27 @@ def build_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: C
     return seg, frames()
 
 
+def frame_bytes(ps: list[Pending], foff: list[int], g: list[int], aligned: bool = False) -> bytes:
+    """The raw bytes of a frame of uncompressed entries: ``ps[j]`` at ``foff[j]`` for the item
+    numbers ``g`` (consecutive), zeros between; ``aligned``: no entry is followed by padding
+    (the payloads back to back, in one join)."""
+    if aligned:
+        return b"".join([p.payload() if p.data is None else p.data for p in ps[g[0]:g[-1] + 1]])
+    parts: list[bytes] = []
+    size = 0
+    for j in g:
+        pad = foff[j] - size
+        if pad:
+            parts.append(b"\0" * pad)
+        data = ps[j].payload()
+        parts.append(data)
+        size += pad + len(data)
+    return b"".join(parts)
+
+
 def _write_segment(fr: FrameReader, phys: Physical, gen: int, token: str, base: ChunkIndex, items: Items,
-                   dead: np.ndarray) -> NewSegment:
-    seg, data = build_segment(fr, phys, gen, token, base, items, dead)
+                   dead: np.ndarray, metas: Mapping[int, ArrayMeta] | None = None) -> NewSegment:
+    seg, data = build_segment(fr, phys, gen, token, base, items, dead, metas)
     fr.storage.write(seg.path, data)
     return seg
 
@@ -177,11 +187,10 @@ def flush(v: View, meta: StoreMeta, dirty: dict[int, tuple[str, str]], dead: set
             written[name] = items
     for name in reindexed:
         written.setdefault(name, [])
-    fill_deferred((metas[k[0]], p) for items in written.values() for k, p in items)
     new_idx: dict[str, ChunkIndex] = {}
     for name, items in written.items():
         phys = new.physical_for(name)
-        seg = _write_segment(fr, phys, gen, token, v.index(name), items, dead_arr)
+        seg = _write_segment(fr, phys, gen, token, v.index(name), items, dead_arr, metas)
         new_idx[name] = seg.index  # type: ignore[assignment]
         new.physical[name] = Physical(phys.dir, seg.location)
     updates: dict[str, dict[str, ArrayMeta]] = {dsn: {} for dsn in touched}

@@ -10,14 +10,19 @@ does a process whose requests are all small.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, Callable
+
+from . import _gc
 
 _lock = threading.Lock()
 
 
 def kernel(name: str) -> Callable[..., Any]:
     """The Numba kernel ``name`` (imports numba and the kernel modules on first use)."""
+    if "atlas._kernels.stats" not in sys.modules:  # numba's import and first compilation: long-lived objects
+        _gc.settle_after_pause()
     from ._kernels import gather, grid, stats
 
     for mod in (grid, gather, stats):

@@ -62,6 +62,8 @@ def j2f(x: Any) -> float:
 
 def validate_name(name: Any, what: str) -> str:
     """Dataset, array and attribute names: non-empty str, no '/', no leading '_', not '.'/'..'."""
+    if type(name) is str and name in _VALID_NAMES:  # (the same few array names, thousands of times)
+        return name
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str, got {type(name).__name__}: {name!r}")
     if not name:
@@ -73,7 +75,15 @@ def validate_name(name: Any, what: str) -> str:
     if name in (".", ".."):
         raise ValueError(f"{what} name {name!r} is not allowed")
     D.check_unicode(name, f"{what} name")
+    if type(name) is str and len(name) <= 256 and what != "dataset":  # (a dataset name is checked once)
+        if len(_VALID_NAMES) >= 4096:
+            _VALID_NAMES.clear()
+        _VALID_NAMES.add(name)
     return name
+
+
+#: array and attribute names that passed :func:`validate_name` (the rules do not depend on ``what``)
+_VALID_NAMES: set[str] = set()
 
 
 def _plain_names(names: list[Any]) -> bool:
@@ -274,8 +284,14 @@ class DatasetMeta:
 
     def to_blob(self, schema_no: Any, fmt: str) -> Any:
         """This dataset as one opaque value of the metadata file (decoded only when used)."""
-        return encode_blob([{k: [t, f2j(v)] for k, (t, v) in self.attrs.items()},
-                            {k: a.to_row(schema_no(a)) for k, a in self.arrays.items()}], fmt)
+        if fmt == "json":
+            return entry_json(self, schema_no)
+        return encode_blob(self.plain(schema_no), fmt)
+
+    def plain(self, schema_no: Any) -> list[Any]:
+        """``[attrs, {array: row}]``: the plain form of this dataset's entry."""
+        return [{k: [t, f2j(v)] for k, (t, v) in self.attrs.items()},
+                {k: a.to_row(schema_no(a)) for k, a in self.arrays.items()}]
 
     @classmethod
     def from_blob(cls, name: str, blob: Any, schemas: list[ArrayMeta]) -> "DatasetMeta":
@@ -294,6 +310,40 @@ class DatasetMeta:
                 raise ValueError(f"array {k!r} has a bad entry {r!r}")
             arrays[k] = ArrayMeta.from_row(r, schemas[sno])
         return cls(name, attrs, arrays)
+
+
+_KEY_JSON: dict[str, str] = {}  # array name -> its json string (a few names, thousands of entries)
+
+
+def entry_json(ds: DatasetMeta, schema_no: Any) -> str:
+    """``dumps_entry(ds.plain(schema_no))``: the same text, the usual rows formatted directly.
+
+    A flush encodes an entry per dataset it touched. Most rows hold only ints and finite
+    floats (ids, schema numbers, null counts, min/max), which json spells as their ``repr``:
+    those are formatted here in one step each; attributes and rows with any other value
+    (strings, non-finite floats, ...) go through the json encoder.
+    """
+    keys = _KEY_JSON
+    parts = []
+    for k, a in ds.arrays.items():
+        kj = keys.get(k)
+        if kj is None:
+            if len(keys) >= 4096:
+                keys.clear()
+            kj = keys[k] = dumps_entry(k)
+        st = a.stats
+        sno = schema_no(a)
+        if st is not None and type(a.aid) is int and type(sno) is int:
+            nn, mn, mx = st["null_count"], st["min"], st["max"]
+            t1, t2 = type(mn), type(mx)
+            # exact ints and finite floats only (bool is no int here; a float subclass's repr may differ)
+            if (type(nn) is int and (t1 is int or (t1 is float and mn - mn == 0))
+                    and (t2 is int or (t2 is float and mx - mx == 0))):
+                parts.append("%s:[%d,%d,[%d,%r,%r]]" % (kj, a.aid, sno, nn, mn, mx))
+                continue
+        parts.append(kj + ":" + dumps_entry(a.to_row(sno)))
+    attrs = dumps_entry({k: [t, f2j(v)] for k, (t, v) in ds.attrs.items()}) if ds.attrs else "{}"
+    return "[%s,{%s}]" % (attrs, ",".join(parts))
 
 
 def encode_blob(obj: list[Any], fmt: str) -> Any:
@@ -612,7 +662,16 @@ class StoreMeta:
         return n
 
     def to_dict(self, fmt: str = "json") -> dict[str, Any]:
-        schema_no = self.schema_number
+        number = self.schema_number
+        memo: dict[tuple[int, int], int] = {}  # (layout, dims) objects -> schema number: instances share them
+
+        def schema_no(a: ArrayMeta) -> int:
+            key = (id(a.layout), id(a.dims))  # (every instance is alive until this returns: ids stay theirs)
+            n = memo.get(key)
+            if n is None:
+                n = memo[key] = number(a)
+            return n
+
         table = self.datasets.schemas
         datasets = [[k, v.to_blob(schema_no, fmt) if type(v) is DatasetMeta else v] for k, v in self.datasets.raw_items()]
         d: dict[str, Any] = {

@@ -103,7 +103,7 @@ class PendingStore:
         self.live_spill = 0  # spill-file bytes of entries still pending
         self.garbage = 0  # spill-file bytes of entries replaced or dropped since
         self._file: SpillFile | None = None
-        self._hot: dict[tuple[str, Key], Pending] = {}  # entries whose payload is in memory
+        self._hot: dict[int, Pending] = {}  # entries whose payload is in memory, by id (each entry is one object)
 
     # ---------------------------------------------------------------- queries
     def __bool__(self) -> bool:
@@ -158,10 +158,28 @@ class PendingStore:
                     self._forget(name, k, old)
                 d[k] = p
                 added += p.slen
-                hot[(name, k)] = p
+                hot[id(p)] = p
             self.mem += added
             if self.mem > self.budget:
                 self.spill()
+
+    def put_each(self, entries: list[tuple[str, Key, Pending]]) -> None:
+        """``put(name, {k: p})`` for each ``(name, k, p)``, in one step (small writes put one chunk per array)."""
+        with self.lock:
+            by_name = self._by_name
+            hot = self._hot
+            for name, k, p in entries:
+                d = by_name.get(name)
+                if d is None:
+                    d = by_name[name] = {}
+                old = d.get(k)
+                if old is not None:
+                    self._forget(name, k, old)
+                d[k] = p
+                hot[id(p)] = p
+                self.mem += p.slen
+                if self.mem > self.budget:
+                    self.spill()
 
     def drop(self, name: str, aid: int) -> None:
         """Forget every pending chunk of instance ``aid`` of array ``name`` (it was deleted)."""
@@ -173,7 +191,7 @@ class PendingStore:
                 self._forget(name, k, d.pop(k))
 
     def _forget(self, name: str, k: Key, old: Pending) -> None:
-        if self._hot.pop((name, k), None) is not None and old.data is not None:
+        if self._hot.pop(id(old), None) is not None and old.data is not None:
             self.mem -= old.slen
         else:
             self.garbage += old.slen

@@ -26,7 +26,7 @@ import numpy as np
 from . import _commit, _gc, _history, _meta, _read, _resize, _write
 from ._frames import FrameReader
 from ._meta import ArrayMeta, DatasetMeta, StoreMeta
-from ._pending import PendingStore
+from ._pending import Pending, PendingStore
 from ._segments import ChunkIndex
 from .storage import Storage
 
@@ -340,8 +340,13 @@ class StoreState:
         with self.write_lock:
             t = self.txn
             have = self.dataset(ds_name, t).arrays
-            names = [n for n, _ in arrays]
-            if len(set(names)) != len(names) or not have.keys().isdisjoint(names):
+            if len(arrays) == 1:
+                clash = arrays[0][0] in have
+            else:
+                names = [n for n, _ in arrays]
+                clash = len(set(names)) != len(names) or not have.keys().isdisjoint(names)
+            if clash:
+                names = [n for n, _ in arrays]
                 for i, n in enumerate(names):  # name the first one defined twice
                     if n in have or n in names[:i]:
                         raise FileExistsError(f"array {n!r} is already defined in dataset {ds_name!r} (delete_array first)")
@@ -349,7 +354,8 @@ class StoreState:
             meta = t.working()
             dirty = t.dirty
             for n, make in arrays:
-                aid = meta.new_id()
+                aid = meta.next_id  # (meta.new_id(), inline: thousands of definitions per ingest)
+                meta.next_id = aid + 1
                 table[n] = make(aid)
                 dirty[aid] = (ds_name, n)
             t.edits += 1
@@ -379,12 +385,23 @@ class StoreState:
         with self.write_lock:
             t = self.txn
             dirty = t.dirty
+            # whole small one-chunk arrays: their entries go in together
+            small: list[tuple[str, tuple[int, int], Pending]] = []
             for name, m, start, data in writes:
-                _write.write(t, name, m, start, data)
+                p = _write.small_whole(m, data)
+                if p is None:
+                    if small:  # (in order: an array may come twice)
+                        t.pending.put_each(small)
+                        small = []
+                    _write.write(t, name, m, start, data)
+                else:
+                    small.append((name, (m.aid, 0), p))
                 if m.aid not in dirty:
                     t.working()
                     dirty[m.aid] = (ds_name, name)
                     t.touched.add(ds_name)
+            if small:
+                t.pending.put_each(small)
 
     def resize(self, ds_name: str, name: str, plan: Callable[[ArrayMeta], tuple[Sequence[int], Any]],
                then: Callable[[ArrayMeta, Any], None] | None = None) -> None:

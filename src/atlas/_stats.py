@@ -8,7 +8,7 @@ reduced from the summaries of its chunks in the index, so ``array_stats`` never 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,24 +45,53 @@ def chunk_stats(m: ArrayMeta, buf: np.ndarray, valid: np.ndarray, written: np.nd
     return nn, mn.astype(w).view(np.int64), mx.astype(w).view(np.int64), has
 
 
-def fill_deferred(items: Iterable[tuple[ArrayMeta, Pending]]) -> None:
-    """Compute the chunk summaries left for the flush, one kernel call per layout (dtype, chunk, fill)."""
-    groups: dict[Any, tuple[ArrayMeta, list[Pending]]] = {}
-    last = ps = None
-    for m, p in items:
+def stats_columns(items: Sequence[tuple[tuple[int, int], Pending]],
+                  metas: Mapping[int, ArrayMeta] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``(nn, mn, mx, has)`` index columns of a segment's chunks ``[((aid, cid), entry)]``.
+
+    Large chunks were summarised when written (the entry holds it); the small ones left for
+    the flush (``nn < 0``) are summarised here as whole columns, one kernel call per layout
+    (dtype, chunk, fill) over their payloads joined (``metas``: aid -> instance).
+    """
+    n = len(items)
+    groups: dict[Any, tuple[ArrayMeta, list[int]]] = {}
+    known: list[int] = []
+    last = rows = None
+    for j, (k, p) in enumerate(items):
         if p.nn < 0:
+            m = metas[k[0]]  # type: ignore[index]
             lay = m.layout
             if lay is not last:  # items come in runs of one layout (the instances of one array name)
                 g = groups.get(lay)
                 if g is None:
                     g = groups[lay] = (m, [])
-                last, ps = lay, g[1]
-            ps.append(p)  # type: ignore[union-attr]
-    for m, ps in groups.values():
+                last, rows = lay, g[1]
+            rows.append(j)  # type: ignore[union-attr]
+        else:
+            known.append(j)
+    if not groups:  # every summary known (compaction, large chunks)
+        ps = [p for _, p in items]
+        return (np.array([p.nn for p in ps], np.int64), np.array([p.mn for p in ps], np.int64),
+                np.array([p.mx for p in ps], np.int64), np.array([p.has for p in ps], np.uint8))
+    nn = np.empty(n, np.int64)
+    mn = np.empty(n, np.int64)
+    mx = np.empty(n, np.int64)
+    has = np.empty(n, np.uint8)
+    for m, rows in groups.values():
+        ps = [items[j][1] for j in rows] if len(rows) < n else [p for _, p in items]
         buf = np.frombuffer(b"".join([p.payload() if p.data is None else p.data for p in ps]), m.sdtype)
-        nn, mn, mx, has = chunk_stats(m, buf, np.tile(m.kchunk, (len(ps), 1)))
-        for p, a, b, c, d in zip(ps, nn.tolist(), mn.tolist(), mx.tolist(), has.tolist()):
-            p.nn, p.mn, p.mx, p.has = a, b, c, d
+        a, b, c, d = chunk_stats(m, buf, np.tile(m.kchunk, (len(ps), 1)))
+        if len(rows) == n:
+            nn, mn, mx, has = a, b, c, d.astype(np.uint8, copy=False)
+        else:
+            nn[rows], mn[rows], mx[rows], has[rows] = a, b, c, d
+    if known:
+        ps = [items[j][1] for j in known]
+        nn[known] = [p.nn for p in ps]
+        mn[known] = [p.mn for p in ps]
+        mx[known] = [p.mx for p in ps]
+        has[known] = [p.has for p in ps]
+    return nn, mn, mx, has
 
 
 def instance_stats(metas: list[ArrayMeta], idx: ChunkIndex, load: ChunkLoader,

@@ -65,6 +65,17 @@ def check_chunk_size(name: str, m: ArrayMeta) -> None:
         )
 
 
+def small_whole(m: ArrayMeta, data: np.ndarray) -> Pending | None:
+    """The pending entry of a write that is a whole small one-chunk numeric array (its bytes are
+    the chunk, its summary left for the flush), or None: then :func:`write` takes it."""
+    lay = m.layout
+    if lay.single_chunk and lay.chunk_nbytes < SOLO_FRAME and data.shape == m.shape and not m.is_string:
+        nb = data.nbytes
+        if nb:
+            return Pending(data.tobytes(), False, nb, -1, 0, 0, False)
+    return None
+
+
 def write(v: View, name: str, m: ArrayMeta, start: Sequence[int], data: np.ndarray) -> None:
     """Buffer ``data`` (storage-typed, C-contiguous) at ``start`` as pending chunks of ``v``."""
     lay = m.layout
@@ -83,7 +94,7 @@ def write(v: View, name: str, m: ArrayMeta, start: Sequence[int], data: np.ndarr
                             bool(has[0]))
         else:
             entry = Pending(data.tobytes(), False, nb, -1, 0, 0, False)
-        v.pending.put(name, {(m.aid, 0): entry})
+        v.pending.put_each([(name, (m.aid, 0), entry)])
         return
     kstart, kcount = pad(start), pad_count(data.shape)
     d = data.reshape(tuple(kcount.tolist()))

@@ -271,8 +271,13 @@ def _schema(name: str, dtype: str, dims: Sequence[str], shape: Sequence[int], ch
     try:
         key = (name, dtype, tuple(dims), tuple(shape), None if chunk_shape is None else tuple(chunk_shape),
                type(fill_value), fill_value)
-        if not all(type(v) in _PLAIN for v in key[3] + (key[4] or ()) + key[2]) or type(fill_value) not in _PLAIN:
+        if type(fill_value) not in _PLAIN:
             key = None
+        else:
+            for v in key[3] + (key[4] or ()) + key[2]:  # (a loop, not all() over a generator: per call)
+                if type(v) not in _PLAIN:
+                    key = None
+                    break
         hit = _CHECKED.get(key) if key is not None else None
     except TypeError:  # unhashable or not iterable: the full check below names the problem
         key = hit = None

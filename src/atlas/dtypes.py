@@ -177,13 +177,14 @@ def to_storage(name: str, data: Any, array: str) -> np.ndarray:
             return _object_strings(data, array)
         raise TypeError(f"array {array!r} has dtype 'string'; got data of dtype {data.dtype} (expected str, bytes, U or S)")
     if name == TIMESTAMP:
-        if data.dtype == _INT64:  # ns since the epoch, as the reference takes them
-            return data
-        if data.dtype != _DATETIME_NS:
+        dt = data.dtype
+        if dt == _DATETIME_NS:
+            return data.view(_INT64)
+        if dt != _INT64:  # (int64: ns since the epoch, as the reference takes them)
             hint = " (convert with .astype('datetime64[ns]'))" if data.dtype.kind == "M" else ""
             raise TypeError(f"array {array!r} has dtype {TIMESTAMP!r}; got data of dtype {data.dtype}{hint} "
                             "(datetime64[ns], or int64 nanoseconds since the epoch)")
-        return data.view(np.int64)
+        return data
     nd = NUMERIC[name]
     if data.dtype != nd:
         raise TypeError(
