@@ -146,25 +146,11 @@ class PendingStore:
     # ---------------------------------------------------------------- changes
     def put(self, name: str, entries: dict[Key, Pending]) -> None:
         """Add or replace entries (a replaced payload is freed, or counted as spill garbage)."""
-        with self.lock:
-            d = self._by_name.get(name)
-            if d is None:
-                d = self._by_name[name] = {}
-            hot = self._hot
-            added = 0
-            for k, p in entries.items():
-                old = d.get(k)
-                if old is not None:
-                    self._forget(name, k, old)
-                d[k] = p
-                added += p.slen
-                hot[id(p)] = p
-            self.mem += added
-            if self.mem > self.budget:
-                self.spill()
+        self.put_each([(name, k, p) for k, p in entries.items()])
 
     def put_each(self, entries: list[tuple[str, Key, Pending]]) -> None:
-        """``put(name, {k: p})`` for each ``(name, k, p)``, in one step (small writes put one chunk per array)."""
+        """Add or replace each ``(name, k, p)`` in one step (a batched small write puts one chunk
+        per array); past the budget, payloads are spilled as soon as it is exceeded."""
         with self.lock:
             by_name = self._by_name
             hot = self._hot

@@ -86,14 +86,12 @@ def write(v: View, name: str, m: ArrayMeta, start: Sequence[int], data: np.ndarr
     codec = v.frames.codec
     if lay.single_chunk and data.shape == m.shape and not m.is_string:
         # the write is the whole one-chunk array: its bytes are the chunk; small ones get stats at the flush
-        nb = data.nbytes
-        if nb >= SOLO_FRAME:
+        entry = small_whole(m, data)
+        if entry is None:  # a large chunk: compressed and summarised now
             raw = data.reshape(-1)
             nn, mn, mx, has = chunk_stats(m, raw, m.kchunk.reshape(1, -1))
-            entry = Pending(codecs.compress(codec, raw.view(np.uint8).data), True, nb, int(nn[0]), int(mn[0]), int(mx[0]),
-                            bool(has[0]))
-        else:
-            entry = Pending(data.tobytes(), False, nb, -1, 0, 0, False)
+            entry = Pending(codecs.compress(codec, raw.view(np.uint8).data), True, data.nbytes, int(nn[0]), int(mn[0]),
+                            int(mx[0]), bool(has[0]))
         v.pending.put_each([(name, (m.aid, 0), entry)])
         return
     kstart, kcount = pad(start), pad_count(data.shape)
