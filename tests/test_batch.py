@@ -334,3 +334,34 @@ def test_range_reads_cover_each_frame_once_and_coalesce_by_the_rules(data):
         for a, b in zip(mine, mine[1:]):  # and as few reads as the rules allow: b's first frame could not join a
             first_end = min((o, e) for _, o, e in b.parts)[1]
             assert b.start - a.end > COALESCE_GAP or max(a.end, first_end) - a.start > max_read
+
+
+def test_small_chunks_are_packed_into_16_kb_frames_and_one_read_decodes_one(tmp_path, monkeypatch):
+    """A flush packs chunks smaller than ``SOLO_FRAME`` into frames of about ``FRAME_TARGET``
+    bytes, so a fresh handle reading one small dataset decompresses one such frame per array
+    (not the whole segment), looks its chunk up without widening the index, and neighbours
+    come from the frame cache; reading everything then checks the whole index."""
+    from atlas._frames import FRAME_TARGET
+    from atlas._write import SOLO_FRAME
+
+    rng = np.random.default_rng(1)
+    data = {f"d{i:03d}": rng.random(200).astype(np.float32) for i in range(300)}  # 800 B chunks, 240 KB in all
+    with atlas.Atlas.create(tmp_path / "s") as s:
+        for k, v in data.items():
+            s.create_dataset(k).define_array("x", "float32", ["i"], [200])
+            s.open_dataset(k).write_array("x", [0], v)
+    atlas.store._forget_process_caches()
+    store = atlas.Atlas.open(tmp_path / "s")
+    idx = store._state.txn.base.index("x")
+    rlen = idx.frames["rlen"]
+    assert 800 < SOLO_FRAME and len(rlen) == -(-len(data) * 800 // FRAME_TARGET)  # as few as the target allows
+    assert int(rlen.max()) <= FRAME_TARGET and int(rlen[:-1].min()) > FRAME_TARGET - 800
+    sizes = []
+    real = atlas.codecs.decompress
+    monkeypatch.setattr(atlas.codecs, "decompress", lambda codec, buf, n: sizes.append(n) or real(codec, buf, n))
+    np.testing.assert_array_equal(store.open_dataset("d150").read_array("x"), data["d150"])
+    assert len(sizes) == 1 and sizes[0] <= FRAME_TARGET and idx._narrow is not None  # not widened by one read
+    np.testing.assert_array_equal(store.open_dataset("d151").read_array("x"), data["d151"])  # same frame: cached
+    assert len(sizes) == 1
+    got = store.read_array_across("x", list(data))
+    assert idx._narrow is None and all(np.array_equal(g, data[k]) for g, k in zip(got, data))

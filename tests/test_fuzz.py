@@ -576,6 +576,50 @@ def test_chunk_index_roundtrip(idx, codec):
     assert _index_problems(back) == []
 
 
+@fuzz(60)
+@given(idx=chunk_indexes(), codec=st.sampled_from(CODECS), probes=st.lists(st.integers(0, 2**40), max_size=8))
+def test_lazily_decoded_chunk_index_answers_as_the_checked_one(idx, codec, probes):
+    """A lazily decoded index (what a handle caches) finds the same first chunk of every instance,
+    present or not, from its stored columns as the eagerly checked one does, and widens to the
+    same columns."""
+    data, raw = idx.encode(codec)
+    eager = ChunkIndex.decode(data, codec, raw, "x.seg")
+    lazy = ChunkIndex.decode(data, codec, raw, "x.seg", lazy=True)
+    assert len(lazy) == len(eager) and lazy.nbytes == eager.nbytes
+    for aid in sorted(set(idx.chunks["aid"].tolist()) | set(probes) | {0, 51}):
+        assert lazy.first_chunk(aid) == eager.first_chunk(aid)
+    assert _same_index(lazy, eager)
+
+
+def _lazy_footer(aid, cid, frame, foff, nbytes, rlen=64):
+    raw = msgpack.packb(_footer([0] * len(rlen) if isinstance(rlen, list) else [0], [0],
+                                [64] if not isinstance(rlen, list) else rlen,
+                                [rlen] if not isinstance(rlen, list) else rlen, 0, aid, cid, frame, foff, nbytes),
+                        use_bin_type=True)
+    return ChunkIndex.decode(codecs.compress("lz4", raw), "lz4", len(raw), "bad.seg", lazy=True)
+
+
+@pytest.mark.parametrize("footer, probe, culprit", [
+    (([1, 3, 3], [0, 4, 2], [0, 0, 0], [0, 8, 16], [8, 8, 8]), 3, "not sorted"),  # cids of instance 3 out of order
+    (([1, 3], [0, 0], [0, 2], [0, 8], [8, 8]), 3, "unknown frame"),
+    (([1, 3], [0, 0], [0, 0], [0, 60], [8, 8]), 3, "past the end of its frame"),
+    (([1, 3], [0, 0], [0, 0], [0, -8], [8, 8]), 3, "negative"),
+])
+def test_lazily_decoded_chunk_index_checks_the_rows_it_uses(footer, probe, culprit):
+    """A one-chunk lookup on a lazily decoded index checks the rows of the instance it looks up
+    (a ``CorruptStoreError`` naming the file, never a read outside a frame), and widening the
+    columns checks the whole index; instance ids out of order (a binary search would miss
+    rows) are refused when the footer is decoded."""
+    idx = _lazy_footer(*footer)
+    with pytest.raises(CorruptStoreError, match=f"bad.seg.*{culprit}"):
+        idx.first_chunk(probe)
+    with pytest.raises(CorruptStoreError, match="bad.seg.*inconsistent"):
+        idx.chunks
+    assert idx.first_chunk(1) == (0, 0, 8)  # an intact instance of the same index reads
+    with pytest.raises(CorruptStoreError, match="bad.seg.*not sorted"):
+        _lazy_footer([1, 5, 3], [0, 0, 0], [0, 0, 0], [0, 8, 16], [8, 8, 8])
+
+
 @fuzz(100)
 @given(data=st.binary(max_size=400), codec=st.sampled_from(CODECS), raw=st.integers(0, 1 << 20))
 def test_chunk_index_decode_of_random_bytes_raises_corrupt(data, codec, raw):

@@ -576,6 +576,27 @@ def test_entries_are_decoded_one_by_one_then_split(tmp_path):
     assert [st.open_dataset(n).get_attribute("k") for n in names] == names
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(0, 90), min_size=1, max_size=40), window=st.sampled_from([16, 64, 4096]),
+       data=st.data())
+def test_one_by_one_entries_across_windows_match_the_split(monkeypatch, lengths, window, data):
+    """``Lines.entry`` counts line ends per window and locates them only in the windows a
+    lookup lands in: every entry, looked up in any order with lines crossing and filling
+    windows, equals the whole split; a body with one line too many or too few is refused."""
+    monkeypatch.setattr(_metaio, "_WINDOW", window)
+    entries = [("é" * (n % 3) + "x" * n)[:n] for n in lengths]
+    names = [f"d{i}" for i in range(len(entries))]
+    body = memoryview("\n".join(entries).encode("utf-8"))
+    lines = _metaio.Lines(names, body, "m.meta")
+    for i in data.draw(st.permutations(range(len(names))), label="order"):
+        assert lines.entry(names[i]) == entries[i]
+    assert lines.entries() == entries
+    for extra in (names + ["more"], names[:-1]):
+        if extra:
+            with pytest.raises(CorruptStoreError, match="m.meta.*dataset names"):
+                _metaio.Lines(extra, body, "m.meta").entry(extra[0])
+
+
 def test_an_entry_that_is_not_utf8_is_corrupt_and_named(tmp_path):
     """A dataset entry with bytes that are not UTF-8 (a crafted file with a valid checksum)
     raises ``CorruptStoreError`` naming the file and the dataset; the others still read."""

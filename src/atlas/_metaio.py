@@ -113,13 +113,14 @@ class Lines:
     with the names).
     """
 
-    __slots__ = ("names", "body", "where", "loaded", "_ends", "_pos")
+    __slots__ = ("names", "body", "where", "loaded", "_cum", "_wins", "_pos")
 
     def __init__(self, names: list[Any], body: memoryview, where: str) -> None:
         self.names, self.body, self.where = names, body, where
         #: entries taken one by one before the split (``atlas._meta.Datasets`` keeps them here)
         self.loaded: dict[str, Any] = {}
-        self._ends: Any = None  # where each line ends, found on the first one-by-one lookup
+        self._cum: Any = None  # newlines before each window of the body, counted on the first one-by-one lookup
+        self._wins: dict[int, Any] = {}  # window -> positions of its newlines, found when a lookup lands there
         self._pos: dict[str, int] | None = None  # name -> line, for stores too big to scan the names
 
     def _text(self, data: Any, what: str) -> str:
@@ -132,6 +133,16 @@ class Lines:
         return CorruptStoreError(f"{self.where}: metadata cannot be decoded: {len(self.names)} dataset names "
                                  f"but {entries} entries")
 
+    def _newline(self, k: int) -> int:
+        """Position of the ``k``-th ``\\n`` of the body (counted from 0)."""
+        cum = self._cum
+        w = int(np.searchsorted(cum, k, "right")) - 1
+        pos = self._wins.get(w)
+        if pos is None:
+            a = w * _WINDOW
+            pos = self._wins[w] = np.flatnonzero(_mask(np.frombuffer(self.body, np.uint8)[a:a + _WINDOW])) + a
+        return int(pos[k - int(cum[w])])
+
     def entries(self) -> list[str]:
         entries = self._text(self.body, "a dataset entry").split("\n") if self.names else []
         if len(entries) != len(self.names) or (not self.names and len(self.body)):
@@ -142,15 +153,16 @@ class Lines:
         """The entry of the first dataset called ``name``, without splitting the others.
 
         Splitting 1,000 entries of a 250 KB file costs a fresh process about 0.1 ms (a fresh
-        string per entry); the line ends are found with NumPy in windows of a small per-thread
-        buffer (a whole-file mask would be 250 KB of fresh pages to fault in, each time).
+        string per entry). Line ends are counted with NumPy per window of ``_WINDOW`` bytes
+        (in a small per-thread mask: a whole-file one would be 250 KB of fresh pages to fault
+        in, each time) and located only in the windows a lookup lands in.
         """
-        ends = self._ends
-        if ends is None:
-            ends = _newlines(self.body)
-            if len(ends) + 1 != len(self.names):
-                raise self._mismatch(len(ends) + 1)
-            self._ends = ends
+        cum = self._cum
+        if cum is None:
+            cum = _newline_counts(self.body)
+            if int(cum[-1]) + 1 != len(self.names):
+                raise self._mismatch(int(cum[-1]) + 1)
+            self._cum = cum
         names = self.names  # unique: StoreMeta.from_dict refuses a file that repeats one
         if len(names) <= SCAN_NAMES:
             i = names.index(name)
@@ -158,8 +170,8 @@ class Lines:
             if self._pos is None:
                 self._pos = dict(zip(names, range(len(names))))
             i = self._pos[name]
-        start = int(ends[i - 1]) + 1 if i else 0
-        end = int(ends[i]) if i < len(ends) else len(self.body)
+        start = self._newline(i - 1) + 1 if i else 0
+        end = self._newline(i) if i < len(names) - 1 else len(self.body)
         return self._text(self.body[start:end], f"the entry of dataset {name!r}")
 
 
@@ -168,19 +180,21 @@ SCAN_NAMES = 4096  # Lines.entry finds a name by scanning the list up to this ma
 _scratch = threading.local()
 
 
-def _newlines(body: memoryview) -> np.ndarray:
-    """Positions of every ``\n`` in ``body``."""
-    data = np.frombuffer(body, np.uint8)
+def _mask(win: np.ndarray) -> np.ndarray:
+    """``win == "\\n"`` in this thread's scratch mask."""
     mask = getattr(_scratch, "mask", None)
     if mask is None:
         mask = _scratch.mask = np.empty(_WINDOW, bool)
-    parts = []
-    for a in range(0, len(data), _WINDOW):
-        win = data[a:a + _WINDOW]
-        m = mask[:len(win)]
-        np.equal(win, 10, out=m)
-        parts.append(np.flatnonzero(m) + a)
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    m = mask[:len(win)]
+    np.equal(win, 10, out=m)
+    return m
+
+
+def _newline_counts(body: memoryview) -> np.ndarray:
+    """``c[w]``: the ``\\n`` in ``body`` before window ``w`` (``c[-1]``: all of them)."""
+    data = np.frombuffer(body, np.uint8)
+    counts = [0] + [np.count_nonzero(_mask(data[a:a + _WINDOW])) for a in range(0, len(data), _WINDOW)]
+    return np.cumsum(counts)
 
 
 def _from_lines(buf: bytes | bytearray, start: int, where: str, lazy: bool) -> dict[str, Any]:

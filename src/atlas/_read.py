@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _executor, codecs
 from ._chunks import decode_strings, strings_nbytes
-from ._frames import FRAME_TARGET, FrameReader
+from ._frames import PACKED_MAX, FrameReader
 from ._lazy import K
 from ._meta import ArrayMeta
 from ._pending import Pending, PendingStore
@@ -218,7 +218,7 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
         if short.any():
             raise fr.short_chunk(idx, int(frame[np.argmax(short)]), f"array instance {m.aid}")
     rlen = idx.frames["rlen"][uf]
-    packed = (rlen <= FRAME_TARGET).tolist()
+    packed = (rlen <= PACKED_MAX).tolist()
     if not m.is_string:  # every piece's kernel arguments, computed once for the whole request
         n = len(pc)
         soff = foff // m.sdtype.itemsize

@@ -18,7 +18,6 @@ re-created array gets a new ``aid`` and so never sees the chunks of a deleted on
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import msgpack
@@ -51,50 +50,123 @@ FIRST_DICT_AFTER = 32  # one-chunk lookups by binary search before the per-insta
 _uids = itertools.count(1)
 
 
-@dataclass
 class ChunkIndex:
-    """Columnar index of every live chunk of one array name, sorted by ``(aid, cid)``."""
+    """Columnar index of every live chunk of one array name, sorted by ``(aid, cid)``.
 
-    segments: list[str] = field(default_factory=list)
-    frames: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.empty(0, t) for k, t in FRAME_COLUMNS.items()})
-    chunks: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.empty(0, t) for k, t in CHUNK_COLUMNS.items()})
-    #: identifies the frame numbering: merged() keeps it (old frames keep their numbers)
-    uid: int = field(default_factory=lambda: next(_uids))
-    #: ``{aid: (frame, foff)}`` of each instance's first chunk, built on first use (one-chunk reads)
-    _first: Optional[dict[int, tuple[int, int, int]]] = field(default=None, init=False, repr=False, compare=False)
-    _lookups: int = field(default=0, init=False, repr=False, compare=False)
+    ``segments`` (paths), ``frames`` and ``chunks`` (dicts of int64 columns, ``FRAME_COLUMNS``
+    and ``CHUNK_COLUMNS``). An index decoded with ``lazy=True`` keeps its chunk columns at
+    their stored widths until something uses them whole: a fresh handle reading a few
+    one-chunk arrays (:meth:`first_chunk`) then checks only the rows it uses, and the
+    columns are widened and checked in full (``CorruptStoreError``) on first use of
+    ``chunks``.
+    """
+
+    __slots__ = ("segments", "frames", "_chunks", "_narrow", "uid", "_first", "_lookups")
+
+    def __init__(self, segments: list[str] | None = None, frames: dict[str, np.ndarray] | None = None,
+                 chunks: dict[str, np.ndarray] | None = None, uid: int | None = None) -> None:
+        self.segments: list[str] = [] if segments is None else segments
+        self.frames: dict[str, np.ndarray] = (
+            {k: np.empty(0, t) for k, t in FRAME_COLUMNS.items()} if frames is None else frames)
+        self._chunks: dict[str, np.ndarray] | None = (
+            {k: np.empty(0, t) for k, t in CHUNK_COLUMNS.items()} if chunks is None else chunks)
+        #: ``(columns at stored widths, the "small" set of check(), where)`` until widened
+        self._narrow: tuple[dict[str, np.ndarray], frozenset[str], str] | None = None
+        #: identifies the frame numbering: merged() keeps it (old frames keep their numbers)
+        self.uid: int = next(_uids) if uid is None else uid
+        #: ``{aid: (frame, foff, nbytes)}`` of each instance's first chunk, built on first use (one-chunk reads)
+        self._first: Optional[dict[int, tuple[int, int, int]]] = None
+        self._lookups = 0
+
+    @property
+    def chunks(self) -> dict[str, np.ndarray]:
+        """The chunk columns at int64 (uint8 flags); a lazily decoded index widens and checks them now."""
+        c = self._chunks
+        return c if c is not None else self._widen()
+
+    def _widen(self) -> dict[str, np.ndarray]:
+        narrow = self._narrow
+        if narrow is None:  # another thread widened it meanwhile (it sets _chunks first)
+            assert self._chunks is not None
+            return self._chunks
+        cols, small, where = narrow
+        chunks = {k: _wide(v, CHUNK_COLUMNS[k]) for k, v in cols.items()}
+        problem = _check_chunks(chunks, self.frames, small)
+        if problem:
+            raise CorruptStoreError(f"{where}: chunk index is inconsistent: {problem}")
+        self._chunks = chunks
+        self._narrow = None
+        return chunks
 
     def __len__(self) -> int:
-        return int(self.chunks["aid"].shape[0])
+        c = self._chunks
+        return int((c if c is not None else self._narrow[0])["aid"].shape[0])  # type: ignore[index]
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the columns."""
-        return sum(v.nbytes for v in self.chunks.values()) + sum(v.nbytes for v in self.frames.values())
+        """Bytes held by the columns (once widened)."""
+        f = sum(v.nbytes for v in self.frames.values())
+        c = self._chunks
+        if c is None:
+            return f + len(self) * sum(np.dtype(t).itemsize for t in CHUNK_COLUMNS.values())
+        return f + sum(v.nbytes for v in c.values())
 
     def first_chunk(self, aid: int) -> Optional[tuple[int, int, int]]:
         """``(frame, offset in the frame, bytes)`` of the lowest chunk id of instance ``aid``, or None.
 
         The first lookups binary-search the columns (a fresh handle reading one dataset pays
-        no more); after ``FIRST_DICT_AFTER`` of them a dict is built once, so reading thousands
+        no more); on a lazily decoded index they search the stored columns and check the rows
+        of the instance (chunk ids in order, the first one inside its frame) rather than the
+        whole index. After ``FIRST_DICT_AFTER`` of them a dict is built once, so reading thousands
         of one-chunk arrays one by one costs a dict lookup each.
         """
         first = self._first
         if first is not None:
             return first.get(aid)
-        c = self.chunks
         self._lookups += 1
         if self._lookups <= FIRST_DICT_AFTER:
+            narrow = self._narrow
+            c = self._chunks if narrow is None else narrow[0]
+            if c is None:  # widened by another thread between the two reads
+                c = self.chunks
             a = c["aid"]
-            i = int(np.searchsorted(a, aid))
-            if i == a.shape[0] or int(a[i]) != aid:
+            n = a.shape[0]
+            if n and aid > int(np.iinfo(a.dtype).max):
+                i = n
+            else:
+                i = int(np.searchsorted(a, aid))
+            if narrow is not None:
+                problem = self._row_problem(c, i, aid)
+                if problem:
+                    raise CorruptStoreError(f"{narrow[2]}: chunk index is inconsistent: {problem}")
+            if i == n or int(a[i]) != aid:
                 return None
             return int(c["frame"][i]), int(c["foff"][i]), int(c["nbytes"][i])
+        c = self.chunks
         a = c["aid"]
         rows = np.flatnonzero(np.concatenate(([True], a[1:] != a[:-1]))) if a.shape[0] else np.zeros(0, np.int64)
         first = dict(zip(a[rows].tolist(), zip(c["frame"][rows].tolist(), c["foff"][rows].tolist(), c["nbytes"][rows].tolist())))
         self._first = first
         return first.get(aid)
+
+    def _row_problem(self, c: dict[str, np.ndarray], i: int, aid: int) -> str:
+        """What is wrong with the rows of instance ``aid`` from row ``i`` on (decoding checked that
+        instance ids never decrease): their chunk ids must increase, and the first row, the one
+        returned, must lie inside a frame that exists."""
+        a = c["aid"]
+        if i == a.shape[0] or int(a[i]) != aid:
+            return ""
+        j = int(np.searchsorted(a, aid, "right"))
+        if j - i > 1 and not bool((c["cid"][i + 1:j] > c["cid"][i:j - 1]).all()):
+            return "chunks not sorted by (array, chunk id)"
+        fr, off, nb = int(c["frame"][i]), int(c["foff"][i]), int(c["nbytes"][i])
+        if not 0 <= fr < self.frames["rlen"].shape[0]:
+            return "chunk in an unknown frame"
+        if off < 0 or nb < 0 or int(c["cid"][i]) < 0:
+            return "negative chunk id, offset or size"
+        if off + nb > int(self.frames["rlen"][fr]):
+            return "chunk runs past the end of its frame"
+        return ""
 
     def rows_of(self, aid: int) -> slice:
         """Row slice of one array instance (rows are sorted by aid first)."""
@@ -132,10 +204,14 @@ class ChunkIndex:
 
     @classmethod
     def decode(cls, data: Any, codec: str, raw_size: int, where: str, folder: str | None = None,
-               frame_codec: str | None = None) -> "ChunkIndex":
+               frame_codec: str | None = None, lazy: bool = False) -> "ChunkIndex":
         """Parse an index footer stored with ``codec`` and check its structure (``CorruptStoreError``
         naming ``where``); with ``folder``, every segment must lie in that folder. Frame sizes are
-        checked against what ``frame_codec`` (the store's codec; default ``codec``) can produce."""
+        checked against what ``frame_codec`` (the store's codec; default ``codec``) can produce.
+
+        With ``lazy``, the chunk columns stay at their stored widths and are checked when first
+        used (see the class); segments and frames are checked now either way.
+        """
         try:
             obj = msgpack.unpackb(codecs.decompress(codec, data, raw_size), raw=False)
             version = obj.get("v", 1)
@@ -156,26 +232,25 @@ class ChunkIndex:
                     raise ValueError(f"column {k!r} of {len(b)} bytes does not hold whole {w!r} values")
                 if w[1] == "u" and size <= 4:
                     small.add(part[0] + "." + k)
-                a = np.frombuffer(b, w)
-                if size == np.dtype(t).itemsize:
-                    return a.view(t)  # stored at full width: read-only, straight off the buffer
-                a = a.astype(t)
-                a.flags.writeable = False  # as read-only as full-width columns
-                return a
+                return np.frombuffer(b, w)
 
             aid = column("chunks", "aid", np.int64)
-            chunks = {k: aid if k == "aid" else column("chunks", k, t) if k in obj["chunks"] else np.zeros(len(aid), t)
+            narrow = {k: aid if k == "aid" else column("chunks", k, t) if k in obj["chunks"] else np.zeros(len(aid), t)
                       for k, t in CHUNK_COLUMNS.items()}
-            idx = cls(
-                segments=list(obj["segments"]),
-                frames={k: column("frames", k, t) for k, t in FRAME_COLUMNS.items()},
-                chunks=chunks,
-            )
+            idx = cls(list(obj["segments"]), {k: _wide(column("frames", k, t), t) for k, t in FRAME_COLUMNS.items()})
         except Exception as e:  # noqa: BLE001
             raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e
-        problem = idx.check(folder, frame_codec or codec, frozenset(small))
+        problem = idx._check_frames(folder, frame_codec or codec, frozenset(small))
+        if not problem and any(v.shape[0] != aid.shape[0] for v in narrow.values()):
+            problem = "columns of different lengths"
+        if not problem and aid.shape[0] > 1 and not bool((aid[1:] >= aid[:-1]).all()):  # a binary search needs it
+            problem = "chunks not sorted by (array, chunk id)"
         if problem:
             raise CorruptStoreError(f"{where}: chunk index is inconsistent: {problem}")
+        idx._chunks = None
+        idx._narrow = (narrow, frozenset(small), where)
+        if not lazy:
+            idx._widen()
         return idx
 
     def check(self, folder: str | None = None, codec: str | None = None, small: frozenset[str] = frozenset()) -> str:
@@ -184,26 +259,27 @@ class ChunkIndex:
 
         ``small`` names columns (``"c.aid"``, ``"f.off"``, as the footer's widths) known to hold
         values in ``[0, 2**32)`` (stored unsigned in at most 4 bytes): their range checks are
-        implied and skipped (a fresh handle decodes
-        every index it reads, so each NumPy pass here is paid per array name).
+        implied and skipped (a fresh handle decodes every index it reads, so each NumPy pass
+        here is paid per array name).
         """
-        c, f = self.chunks, self.frames
-        n, nf = len(self), f["seg"].shape[0]
-        if any(v.shape[0] != n for v in c.values()) or any(v.shape[0] != nf for v in f.values()):
+        c = self.chunks
+        if any(v.shape[0] != len(self) for v in c.values()):
+            return "columns of different lengths"
+        return self._check_frames(folder, codec, small) or _check_chunks(c, self.frames, small)
+
+    def _check_frames(self, folder: str | None, codec: str | None, small: frozenset[str]) -> str:
+        """The part of :meth:`check` about segments and frames."""
+        f = self.frames
+        nf = f["seg"].shape[0]
+        if any(v.shape[0] != nf for v in f.values()):
             return "columns of different lengths"
         if not all(isinstance(s, str) and s and ".." not in s.split("/") for s in self.segments):
             return "bad segment path"
         if folder is not None and not all(s.startswith(folder + "/") for s in self.segments):
             return "segment outside the array's folder"
-
-        def out_of(k: str, col: np.ndarray, hi: int) -> bool:  # any value outside [0, hi)
-            if k in small:
-                return hi < 2**32 and int(col.max()) >= hi
-            return int(col.min()) < 0 or int(col.max()) >= hi
-
-        if nf and out_of("f.seg", f["seg"], len(self.segments)):
+        if nf and _out_of(small, "f.seg", f["seg"], len(self.segments)):
             return "frame in an unknown segment"
-        if nf and any(out_of("f." + k, f[k], 2**62 + 1) for k in ("off", "clen", "rlen")):
+        if nf and any(_out_of(small, "f." + k, f[k], 2**62 + 1) for k in ("off", "clen", "rlen")):
             return "frame offset or length out of range"
         if nf:  # compressed vs decoded sizes within what the codec can produce
             clen, rlen = f["clen"], f["rlen"]
@@ -213,24 +289,6 @@ class ChunkIndex:
                 return "frame larger than its codec's worst case"
             if codec == "lz4" and (rlen > 256 * clen + 64).any():
                 return "frame decodes to more than lz4 can"
-        if n:
-            fr = c["frame"]
-            if out_of("c.frame", fr, nf):
-                return "chunk in an unknown frame"
-            if any(out_of("c." + k, c[k], 2**63) for k in ("foff", "nbytes", "aid", "cid")):
-                return "negative chunk id, offset or size"
-            rlen = f["rlen"][fr]
-            if (c["foff"] > rlen).any() or (c["nbytes"] > rlen - c["foff"]).any():  # no int64 overflow
-                return "chunk runs past the end of its frame"
-            a, k = c["aid"], c["cid"]
-            if n > 1:
-                if "c.aid" in small and "c.cid" in small:  # one key per row: aid * 2**32 + cid < 2**64 fits unsigned
-                    key = (a.view(np.uint64) << np.uint64(32)) | k.view(np.uint64)
-                    ordered = bool((key[1:] > key[:-1]).all())
-                else:
-                    ordered = bool(((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (k[1:] > k[:-1]))).all())
-                if not ordered:
-                    return "chunks not sorted by (array, chunk id)"
         return ""
 
     def merged(self, new_segment: str, frames: dict[str, np.ndarray], chunks: dict[str, np.ndarray], dead_aids: np.ndarray) -> "ChunkIndex":
@@ -280,6 +338,47 @@ class ChunkIndex:
         if problem:
             raise ValueError(f"staged chunk indexes do not fit together: {problem}")
         return out
+
+
+def _wide(v: np.ndarray, t: Any) -> np.ndarray:
+    """A stored column at its full width ``t``, read-only (straight off the buffer when stored at it)."""
+    if v.dtype.itemsize == np.dtype(t).itemsize:
+        return v.view(t)
+    v = v.astype(t)
+    v.flags.writeable = False  # as read-only as full-width columns
+    return v
+
+
+def _out_of(small: frozenset[str], k: str, col: np.ndarray, hi: int) -> bool:
+    """Any value of column ``k`` outside ``[0, hi)`` (columns in ``small`` are known to be in ``[0, 2**32)``)."""
+    if k in small:
+        return hi < 2**32 and int(col.max()) >= hi
+    return int(col.min()) < 0 or int(col.max()) >= hi
+
+
+def _check_chunks(c: dict[str, np.ndarray], f: dict[str, np.ndarray], small: frozenset[str]) -> str:
+    """The part of :meth:`ChunkIndex.check` about the chunk rows (wide columns ``c``, frames ``f``)."""
+    n, nf = c["aid"].shape[0], f["seg"].shape[0]
+    if not n:
+        return ""
+    fr = c["frame"]
+    if _out_of(small, "c.frame", fr, nf):
+        return "chunk in an unknown frame"
+    if any(_out_of(small, "c." + k, c[k], 2**63) for k in ("foff", "nbytes", "aid", "cid")):
+        return "negative chunk id, offset or size"
+    rlen = f["rlen"][fr]
+    if (c["foff"] > rlen).any() or (c["nbytes"] > rlen - c["foff"]).any():  # no int64 overflow
+        return "chunk runs past the end of its frame"
+    a, k = c["aid"], c["cid"]
+    if n > 1:
+        if "c.aid" in small and "c.cid" in small:  # one key per row: aid * 2**32 + cid < 2**64 fits unsigned
+            key = (a.view(np.uint64) << np.uint64(32)) | k.view(np.uint64)
+            ordered = bool((key[1:] > key[:-1]).all())
+        else:
+            ordered = bool(((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (k[1:] > k[:-1]))).all())
+        if not ordered:
+            return "chunks not sorted by (array, chunk id)"
+    return ""
 
 
 def _narrow(v: np.ndarray) -> tuple[str, bytes]:
