@@ -580,14 +580,19 @@ def test_chunk_index_roundtrip(idx, codec):
 @given(idx=chunk_indexes(), codec=st.sampled_from(CODECS), probes=st.lists(st.integers(0, 2**40), max_size=8))
 def test_lazily_decoded_chunk_index_answers_as_the_checked_one(idx, codec, probes):
     """A lazily decoded index (what a handle caches) finds the same first chunk of every instance,
-    present or not, from its stored columns as the eagerly checked one does, and widens to the
-    same columns."""
+    present or not, from its stored columns as the eagerly checked one does, gives the same
+    rows for a few instances (``part``) without widening, and widens to the same columns."""
     data, raw = idx.encode(codec)
     eager = ChunkIndex.decode(data, codec, raw, "x.seg")
     lazy = ChunkIndex.decode(data, codec, raw, "x.seg", lazy=True)
     assert len(lazy) == len(eager) and lazy.nbytes == eager.nbytes
     for aid in sorted(set(idx.chunks["aid"].tolist()) | set(probes) | {0, 51}):
         assert lazy.first_chunk(aid) == eager.first_chunk(aid)
+    for some in (probes[:1], probes[:3], sorted(set(idx.chunks["aid"].tolist()))[::2], idx.chunks["aid"][:2].tolist()):
+        part = lazy.part(some + [0])
+        keep = np.isin(eager.chunks["aid"], some)
+        assert part.uid == lazy.uid and part.frames is lazy.frames and lazy._narrow is not None
+        assert all(_same(part.chunks[k], eager.chunks[k][keep]) for k in CHUNK_COLUMNS)
     assert _same_index(lazy, eager)
 
 
@@ -615,7 +620,10 @@ def test_lazily_decoded_chunk_index_checks_the_rows_it_uses(footer, probe, culpr
         idx.first_chunk(probe)
     with pytest.raises(CorruptStoreError, match="bad.seg.*inconsistent"):
         idx.chunks
+    with pytest.raises(CorruptStoreError, match=f"bad.seg.*{culprit}"):
+        idx.part([1, probe])
     assert idx.first_chunk(1) == (0, 0, 8)  # an intact instance of the same index reads
+    assert idx.part([1]).chunks["foff"].tolist() == [0]
     with pytest.raises(CorruptStoreError, match="bad.seg.*not sorted"):
         _lazy_footer([1, 5, 3], [0, 0, 0], [0, 0, 0], [0, 8, 16], [8, 8, 8])
 

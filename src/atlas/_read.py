@@ -23,6 +23,7 @@ from ._segments import ChunkIndex
 from .errors import CorruptStoreError
 
 PARALLEL_MIN_BYTES = 256 * 1024  # below this much decoded data a request stays on the caller's thread
+PART_MAX = 8  # a read of at most this many instances looks them up in ChunkIndex.part
 
 _WORD: dict[int, np.dtype[Any]] = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
 
@@ -106,6 +107,8 @@ def read(v: View, name: str, metas: Sequence[ArrayMeta], start: Sequence[int], c
     kshape = (n,) + tuple(kcount.tolist())
     out = np.empty(kshape, m0.sdtype) if out is None else out.reshape(kshape)
     idx = v.index(name)
+    if n <= PART_MAX:  # the rows of these instances alone (a fresh index is not widened whole for them)
+        idx = idx.part([m.aid for m in metas])
     codec = v.frames.codec
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, m in enumerate(metas):
@@ -329,7 +332,7 @@ def load_chunk(v: View, name: str, m: ArrayMeta, cid: int) -> tuple[np.ndarray |
         raw: Any = pending_bytes(fr.codec, p)
         o, nbytes, masked = 0, p.nbytes, p.masked
     else:
-        idx = v.index(name)
+        idx = v.index(name).part([m.aid])
         pos = int(K.lookup(idx.chunks["aid"], idx.chunks["cid"], np.asarray([m.aid]), np.asarray([cid]))[0])
         if pos < 0:
             return None, None

@@ -69,7 +69,8 @@ class ChunkIndex:
         self.frames: dict[str, np.ndarray] = (
             {k: np.empty(0, t) for k, t in FRAME_COLUMNS.items()} if frames is None else frames)
         self._chunks: dict[str, np.ndarray] | None = (
-            {k: np.empty(0, t) for k, t in CHUNK_COLUMNS.items()} if chunks is None else chunks)
+            {k: np.empty(0, t) for k, t in CHUNK_COLUMNS.items()} if chunks is None
+            else None if chunks is _LAZY else chunks)
         #: ``(columns at stored widths, the "small" set of check(), where)`` until widened
         self._narrow: tuple[dict[str, np.ndarray], frozenset[str], str] | None = None
         #: identifies the frame numbering: merged() keeps it (old frames keep their numbers)
@@ -90,7 +91,7 @@ class ChunkIndex:
             assert self._chunks is not None
             return self._chunks
         cols, small, where = narrow
-        chunks = {k: _wide(v, CHUNK_COLUMNS[k]) for k, v in cols.items()}
+        chunks = {k: _wide(cols[k], t) for k, t in CHUNK_COLUMNS.items()}
         problem = _check_chunks(chunks, self.frames, small)
         if problem:
             raise CorruptStoreError(f"{where}: chunk index is inconsistent: {problem}")
@@ -168,6 +169,30 @@ class ChunkIndex:
             return "chunk runs past the end of its frame"
         return ""
 
+    def part(self, aids: Any) -> "ChunkIndex":
+        """The index restricted to the rows of instances ``aids``, for a read of a few of them.
+
+        On a lazily decoded index (its first ``FIRST_DICT_AFTER`` lookups) only those rows are
+        widened and checked, and the part shares the segments, frames and frame numbering
+        (``uid``, so the frame cache too); otherwise this index itself, widened.
+        """
+        narrow = self._narrow
+        if narrow is None or self._lookups >= FIRST_DICT_AFTER:
+            self.chunks  # noqa: B018 - widened (and checked) once a handle keeps coming back
+            return self
+        self._lookups += 1
+        cols, small, where = narrow
+        a = cols["aid"]
+        q = np.unique(np.asarray(aids, np.int64))
+        lo, hi = a.searchsorted(q, "left").tolist(), a.searchsorted(q, "right").tolist()
+        rows: Any = slice(lo[0], hi[0]) if len(lo) == 1 else np.concatenate(
+            [np.arange(x, y) for x, y in zip(lo, hi)] or [np.zeros(0, np.int64)])
+        sub = {k: _wide(cols[k][rows], t) for k, t in CHUNK_COLUMNS.items()}
+        problem = _check_chunks(sub, self.frames, small)
+        if problem:
+            raise CorruptStoreError(f"{where}: chunk index is inconsistent: {problem}")
+        return ChunkIndex(self.segments, self.frames, sub, self.uid)
+
     def rows_of(self, aid: int) -> slice:
         """Row slice of one array instance (rows are sorted by aid first)."""
         a = self.chunks["aid"]
@@ -219,35 +244,21 @@ class ChunkIndex:
                 raise ValueError(f"index version {version!r} is not one this library reads")
             widths = obj["widths"] if version >= 2 else {}
             small: set[str] = set()  # columns stored unsigned in at most 4 bytes: 0 <= value < 2**32
-
-            def column(part: str, k: str, t: Any) -> np.ndarray:
-                b = obj[part][k]
-                w = widths.get(part[0] + "." + k)
-                if w is None:
-                    return np.frombuffer(b, t)
-                if w not in _WIDTHS:
-                    raise ValueError(f"column {k!r} has an unknown width {w!r}")
-                size = int(w[2])
-                if len(b) % size:
-                    raise ValueError(f"column {k!r} of {len(b)} bytes does not hold whole {w!r} values")
-                if w[1] == "u" and size <= 4:
-                    small.add(part[0] + "." + k)
-                return np.frombuffer(b, w)
-
-            aid = column("chunks", "aid", np.int64)
-            narrow = {k: aid if k == "aid" else column("chunks", k, t) if k in obj["chunks"] else np.zeros(len(aid), t)
-                      for k, t in CHUNK_COLUMNS.items()}
-            idx = cls(list(obj["segments"]), {k: _wide(column("frames", k, t), t) for k, t in FRAME_COLUMNS.items()})
+            frames = {k: _wide(np.frombuffer(*_stored(obj["frames"][k], widths.get(_KEY_F[k]), k, t, small, _KEY_F[k])), t)
+                      for k, t in FRAME_COLUMNS.items()}
+            raw = obj["chunks"]
+            narrow = _Stored({k: _stored(raw[k], widths.get(_KEY_C[k]), k, t, small, _KEY_C[k])
+                              for k, t in CHUNK_COLUMNS.items() if k in raw})
+            idx = cls(list(obj["segments"]), frames, _LAZY)
         except Exception as e:  # noqa: BLE001
-            raise CorruptStoreError(f"{where}: chunk index cannot be decoded: {e}") from e
+            raise CorruptStoreError(f"{where}: chunk index is inconsistent: {e}" if isinstance(e, _Inconsistent)
+                                    else f"{where}: chunk index cannot be decoded: {e}") from e
+        aid = narrow["aid"]
         problem = idx._check_frames(folder, frame_codec or codec, frozenset(small))
-        if not problem and any(v.shape[0] != aid.shape[0] for v in narrow.values()):
-            problem = "columns of different lengths"
         if not problem and aid.shape[0] > 1 and not bool((aid[1:] >= aid[:-1]).all()):  # a binary search needs it
             problem = "chunks not sorted by (array, chunk id)"
         if problem:
             raise CorruptStoreError(f"{where}: chunk index is inconsistent: {problem}")
-        idx._chunks = None
         idx._narrow = (narrow, frozenset(small), where)
         if not lazy:
             idx._widen()
@@ -338,6 +349,51 @@ class ChunkIndex:
         if problem:
             raise ValueError(f"staged chunk indexes do not fit together: {problem}")
         return out
+
+
+_KEY_F = {k: "f." + k for k in FRAME_COLUMNS}  # a column's key in a footer's widths
+_KEY_C = {k: "c." + k for k in CHUNK_COLUMNS}
+_LAZY: Any = object()  # ChunkIndex(chunks=_LAZY): chunk columns not widened yet (decode sets _narrow)
+
+
+class _Inconsistent(ValueError):
+    """Stored columns that cannot belong together (reported as an inconsistent index)."""
+
+
+def _stored(b: Any, w: str | None, k: str, t: Any, small: set[str], key: str) -> tuple[Any, str]:
+    """``(bytes, width)`` of a stored column, its width and length checked (``ValueError``);
+    adds ``key`` to ``small`` when the width keeps its values in ``[0, 2**32)``."""
+    if w is None:
+        w = np.dtype(t).str  # version 1: every column at its full width
+    elif w not in _WIDTHS:
+        raise ValueError(f"column {k!r} has an unknown width {w!r}")
+    size = int(w[2])
+    if len(b) % size:
+        raise ValueError(f"column {k!r} of {len(b)} bytes does not hold whole {w!r} values")
+    if w[1] == "u" and size <= 4:
+        small.add(key)
+    return b, w
+
+
+class _Stored(dict):  # type: ignore[type-arg]
+    """Chunk columns at their stored widths, each made a NumPy array on first use (a one-chunk
+    lookup needs five of the ten); a column the footer lacks (version 1) reads as zeros."""
+
+    def __init__(self, raw: dict[str, tuple[Any, str]]) -> None:
+        super().__init__()
+        self.raw = raw
+        aid = raw.get("aid")
+        if aid is None:
+            raise ValueError("no column 'aid'")
+        self.n = len(aid[0]) // int(aid[1][2])
+        if any(len(b) // int(w[2]) != self.n for b, w in raw.values()):
+            raise _Inconsistent("columns of different lengths")
+
+    def __missing__(self, k: str) -> np.ndarray:
+        got = self.raw.get(k)
+        v = np.zeros(self.n, CHUNK_COLUMNS[k]) if got is None else np.frombuffer(*got)
+        self[k] = v
+        return v
 
 
 def _wide(v: np.ndarray, t: Any) -> np.ndarray:
