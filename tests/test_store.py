@@ -619,3 +619,67 @@ def test_an_entry_that_is_not_utf8_is_corrupt_and_named(tmp_path):
     _forget_process_caches()
     with pytest.raises(CorruptStoreError, match="atlas.meta.*not UTF-8"):
         Atlas.open(path).read_arrays_across(["x"], ["a", "b", "c"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["take", "view", "release"]), st.integers(1, 64)), max_size=40))
+def test_read_buffers_never_hand_out_a_buffer_still_viewed(ops):
+    """``ReadBuffers`` hands a buffer out again only once no view of it is alive, and then
+    reuses it rather than allocating (what lets a reopened store skip fresh pages)."""
+    pool = _metaio.ReadBuffers(keep=3)
+    views: list[memoryview] = []
+    mine: list[bytearray] = []
+    for op, n in ops:
+        if op == "take":
+            free = [b for b in pool.free if len(b) >= n and not any(v.obj is b for v in views)]
+            b = pool.take(n)
+            assert len(b) == n and not any(v.obj is b for v in views)
+            assert (b is free[0]) if free else all(b is not x for x in mine)
+            b[:] = bytes([n % 251]) * n
+            mine.append(b)
+            views.append(memoryview(b))  # what a parse keeps of it
+            pool.give(b)
+        elif op == "view" and mine:
+            views.append(memoryview(mine[n % len(mine)]))
+        elif op == "release" and views:
+            views.pop(n % len(views)).release()
+    for v in views:
+        assert bytes(v) == bytes([len(v) % 251]) * len(v)  # nothing handed out twice was overwritten
+
+
+def test_a_dropped_handle_is_freed_at_once_and_its_read_buffer_reused(tmp_path):
+    """No handle is part of a reference cycle: with the cyclic collector off, dropping a handle
+    (read, written, or on a past version) frees it and the metadata it parsed at once, so the
+    next open reads the metadata file into the same buffer."""
+    import gc
+    import weakref
+
+    from atlas.store import _forget_process_caches
+
+    path = fresh(tmp_path)
+    with Atlas.create(path) as s:
+        for i in range(20):
+            s.create_dataset(f"d{i}").define_array("x", "float32", ["i"], [4])
+            s.open_dataset(f"d{i}").write_array("x", [0], np.arange(4, dtype=np.float32))
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        _forget_process_caches()
+        h = Atlas.open(path)
+        h.open_dataset("d3").read_array("x")
+        buf = h._state.meta.datasets._lines.body.obj
+        refs = [weakref.ref(h)]
+        _forget_process_caches()
+        del h
+        h = Atlas.open(path)
+        assert refs[0]() is None and h._state.meta.datasets._lines.body.obj is buf
+        with h:
+            h.open_dataset("d1").write_array("x", [0], np.ones(4, np.float32))
+        v = Atlas.open(path, version=1)
+        v.open_dataset("d1").read_array("x")
+        refs += [weakref.ref(h), weakref.ref(v)]
+        del h, v
+        assert all(r() is None for r in refs)
+    finally:
+        if was:
+            gc.enable()

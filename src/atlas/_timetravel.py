@@ -27,17 +27,26 @@ class _Refuse:
         return None
 
 
+class _NoCommit:
+    """The commit of a read-only state: refused."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __call__(self, meta: StoreMeta, note: Any = None) -> None:
+        raise ReadOnlyError(f"{self.what} is read-only")
+
+
 class ReadOnlyState(StoreState):
     """The state of a handle on one past version: reads as usual, every change refused."""
 
     def __init__(self, storage: Storage, meta: StoreMeta, version: int, what: str) -> None:
-        super().__init__(storage, meta, self._no_commit)
+        super().__init__(storage, meta, _NoCommit(what))  # (not a method of self: no reference cycle)
         self.version = version
         self.what = what
         self.write_lock = _Refuse(what)  # type: ignore[assignment]
-
-    def _no_commit(self, meta: StoreMeta, note: Any = None) -> None:
-        raise ReadOnlyError(f"{self.what} is read-only")
 
     def flush(self, message: Optional[str] = None) -> bool:
         return False  # nothing can be pending (close() and leaving a with block stay harmless)

@@ -52,16 +52,20 @@ def _load_meta(storage: Storage) -> tuple[StoreMeta, str, str]:
     key = (type(storage).__name__, storage.location)
     hit = _PARSED.get(key)
     try:
-        stamp, data = storage.read_unless(META_PATH, None if hit is None else hit[0])
+        stamp, data = storage.read_unless(META_PATH, None if hit is None else hit[0], _metaio.READ_BUFFERS.take)
     except FileNotFoundError:
         raise FileNotFoundError(f"no atlas store at {storage.location!r} (missing {META_PATH})") from None
     if data is None:
         assert hit is not None
         return hit[1], hit[2], hit[3]
     where = f"{storage.location}/{META_PATH}"
-    with _gc.paused():
-        obj, fmt, comp = _metaio.decode(data, where, lazy=True)
-        meta = StoreMeta.from_dict(obj, where)
+    try:
+        with _gc.paused():
+            obj, fmt, comp = _metaio.decode(data, where, lazy=True)
+            meta = StoreMeta.from_dict(obj, where)
+    finally:
+        if isinstance(data, bytearray):  # reusable once the parse no longer views it
+            _metaio.READ_BUFFERS.give(data)
     if stamp is not None:
         _PARSED[key] = (stamp, meta, fmt, comp)
     return meta, fmt, comp
@@ -77,6 +81,23 @@ def _forget_process_caches() -> None:
     _PARSED.clear()
     _FRAMES.clear()
     _INDEXES.clear()
+
+
+class _MetaWriter:
+    """Encodes and commits the metadata of one handle's store; its state holds this rather than
+    a method of the handle, so nothing refers back to a handle and a dropped one is freed at
+    once (not at the next cyclic garbage collection, with its parsed metadata)."""
+
+    __slots__ = ("storage", "fmt", "comp")
+
+    def __init__(self, storage: Storage, fmt: str, comp: str) -> None:
+        self.storage, self.fmt, self.comp = storage, fmt, comp
+
+    def encode(self, meta: StoreMeta) -> bytes:
+        return _metaio.encode(meta.to_dict(self.fmt), self.fmt, self.comp)
+
+    def __call__(self, meta: StoreMeta, note: Optional[_history.Note] = None) -> None:
+        _history.commit(self.storage, meta, note, self.encode)
 
 
 def _reopen_version(storage: Storage, version: int) -> "Atlas":
@@ -102,7 +123,8 @@ class Atlas:
         self._storage = storage
         self._meta_format = meta_format
         self._meta_compression = meta_compression
-        self._state = (StoreState(storage, meta, self._commit) if _readonly is None
+        self._writer = _MetaWriter(storage, meta_format, meta_compression)
+        self._state = (StoreState(storage, meta, self._writer) if _readonly is None
                        else _timetravel.ReadOnlyState(storage, meta, *_readonly))
 
     # ------------------------------------------------------------------ lifecycle
@@ -143,10 +165,10 @@ class Atlas:
         return cls(storage, meta, fmt, comp)
 
     def _encode(self, meta: StoreMeta) -> bytes:
-        return _metaio.encode(meta.to_dict(self._meta_format), self._meta_format, self._meta_compression)
+        return self._writer.encode(meta)
 
     def _commit(self, meta: StoreMeta, note: Optional[_history.Note] = None) -> None:
-        _history.commit(self._storage, meta, note, self._encode)
+        self._writer(meta, note)
 
     def flush(self, message: Optional[str] = None) -> None:
         """Persist every pending change: one new segment per touched array name, then the metadata.

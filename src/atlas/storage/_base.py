@@ -9,7 +9,7 @@ A handle is used from many threads at once (the engine's pools read ranges in pa
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Union
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -93,10 +93,14 @@ class Storage(abc.ABC):
         so what was decoded from a file can be reused while it holds."""
         return None
 
-    def read_unless(self, path: str, stamp: Hashable | None) -> tuple[Hashable | None, Buffer | None]:
+    def read_unless(self, path: str, stamp: Hashable | None,
+                    into: Callable[[int], bytearray] | None = None) -> tuple[Hashable | None, Buffer | None]:
         """``(stamp, bytes)`` of a whole file, or ``(stamp, None)`` when it is still the one ``stamp``
         names (so a parse of it can be reused). ``stamp`` None means unknown: always read.
-        Backends that cannot tell cheaply always read (and return a None stamp)."""
+        Backends that cannot tell cheaply always read (and return a None stamp).
+
+        ``into(n)``, when given, returns a ``bytearray`` of ``n`` bytes that a backend reading
+        into memory it chooses may fill and return instead of allocating (others ignore it)."""
         return None, self.read(path)
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from ._base import Buffer, Storage
 
@@ -70,7 +70,8 @@ class LocalStorage(Storage):
         except OSError:
             return None
 
-    def read_unless(self, path: str, stamp: Hashable | None) -> tuple[Hashable | None, Buffer | None]:
+    def read_unless(self, path: str, stamp: Hashable | None,
+                    into: Callable[[int], bytearray] | None = None) -> tuple[Hashable | None, Buffer | None]:
         if stamp is not None:
             try:
                 now = _stamp(os.stat(self._abs(path)))
@@ -79,7 +80,25 @@ class LocalStorage(Storage):
             if now is not None and now == stamp:  # the same file (inode, size, mtime): the caller's parse stands
                 self._stamps[path] = now
                 return now, None
-        data = self.read(path)
+        if into is None:
+            data: Buffer = self.read(path)
+        else:
+            fd = os.open(self._abs(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                st = os.fstat(fd)
+                buf = into(st.st_size)
+                got, view = 0, memoryview(buf)
+                while got < st.st_size:
+                    n = os.readv(fd, [view[got:]])
+                    if n == 0:  # shorter than its size said (replaced meanwhile): what was there
+                        break
+                    got += n
+                view.release()
+                del buf[got:]
+                data = buf
+                self._stamps[path] = _stamp(st)
+            finally:
+                os.close(fd)
         return self._stamps[path], data
 
     def read_ranges(self, path: str, starts: Sequence[int], ends: Sequence[int]) -> list[Buffer]:
