@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atlas import Atlas
 
@@ -907,3 +909,15 @@ def test_dataset_entry_json_written_directly_equals_the_json_encoders():
         assert entry_json(ds, store.schema_number) == want
 
     check()
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.text(alphabet="a/.\\b", max_size=12), prefix=st.sampled_from(["", "a/", "arrays/"]))
+def test_paths_inside_a_folder_as_split_parts_say(path, prefix):
+    """``_inside`` (substring searches between slashes) agrees with splitting the path into parts:
+    below ``prefix``, no backslash, and no part empty, ``.`` or ``..``."""
+    from atlas._meta import _inside
+
+    parts = path.split("/")
+    want = path.startswith(prefix) and "\\" not in path and all(p not in ("", ".", "..") for p in parts)
+    assert _inside(path, prefix) == want

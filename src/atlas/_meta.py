@@ -581,8 +581,8 @@ class Physical:
         seg, off, ln, raw, crc, *rest = idx
         if not isinstance(seg, str) or not _inside(seg, folder + "/"):
             raise ValueError(f"bad index segment path {seg!r} for folder {folder!r}")
-        nums = (off, ln, raw, crc)
-        if any(type(v) is not int or v < 0 for v in nums) or crc >= 2**32 or off + ln > 2**62:
+        if not type(off) is type(ln) is type(raw) is type(crc) is int or min(off, ln, raw, crc) < 0 or crc >= 2**32 \
+                or off + ln > 2**62:
             raise ValueError(f"bad index location {idx!r}")
         if rest and (len(rest) > 1 or rest[0] not in codecs.CODECS):
             raise ValueError(f"bad index location {idx!r}: unknown codec")
@@ -593,12 +593,15 @@ def _history_record(h: Any) -> bool:
     """A well-formed record of the version log (``atlas._history`` writes them)."""
     return (isinstance(h, dict) and type(h.get("v")) is int and h["v"] >= 0 and isinstance(h.get("k"), str)
             and isinstance(h.get("t"), str) and isinstance(h.get("f"), dict)
-            and all(type(h.get(c)) is int for c in "acd") and isinstance(h.get("cat", ""), str))
+            and type(h.get("a")) is type(h.get("c")) is type(h.get("d")) is int and isinstance(h.get("cat", ""), str))
 
 
 def _inside(path: str, prefix: str) -> bool:
     """``path`` is a relative path below ``prefix`` with no ``.``/``..``/empty parts."""
-    return path.startswith(prefix) and all(p not in ("", ".", "..") for p in path.split("/")) and "\\" not in path
+    if not path.startswith(prefix) or "\\" in path:
+        return False
+    s = "/" + path + "/"  # a part that is empty, '.' or '..' shows as one of these between slashes
+    return "//" not in s and "/./" not in s and "/../" not in s
 
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
