@@ -193,8 +193,8 @@ def _mask(win: np.ndarray) -> np.ndarray:
 def _newline_counts(body: memoryview) -> np.ndarray:
     """``c[w]``: the ``\\n`` in ``body`` before window ``w`` (``c[-1]``: all of them)."""
     data = np.frombuffer(body, np.uint8)
-    counts = [0] + [np.count_nonzero(_mask(data[a:a + _WINDOW])) for a in range(0, len(data), _WINDOW)]
-    return np.cumsum(counts)
+    counts = [0] + [int(np.count_nonzero(_mask(data[a:a + _WINDOW]))) for a in range(0, len(data), _WINDOW)]
+    return np.cumsum(np.asarray(counts, np.int64))
 
 
 class ReadBuffers:
