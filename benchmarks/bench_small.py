@@ -185,6 +185,25 @@ class ReadArray(_ReadBase):
         atlas.Atlas.open(path).open_dataset(self.names[-1]).read_array("a")
 
 
+class FreshHandle(_ReadBase):
+    """A fresh handle, as a new process has it: every sample starts without the process's
+    caches (parsed metadata, chunk indexes, frames), then opens the store and reads one
+    dataset's four arrays (the comparison harness's "read one dataset, fresh handle")."""
+
+    number = 1  # setup (which drops the caches) runs before every sample
+    repeat = 60
+
+    def setup(self, path):
+        super().setup(path)
+        atlas.store._forget_process_caches()
+
+    def time_open_and_read_one_dataset(self, path):
+        atlas.Atlas.open(path).open_dataset(self.names[N_STORE // 2]).read_arrays(list(ALL_ARRAYS))
+
+    def time_open_and_list(self, path):
+        atlas.Atlas.open(path).list_datasets()
+
+
 class ReadAcrossStacked(_ReadBase):
     """``Atlas.read_array_across_stacked`` over every dataset of the store."""
 

@@ -645,6 +645,10 @@ def test_read_buffers_never_hand_out_a_buffer_still_viewed(ops):
             views.pop(n % len(views)).release()
     for v in views:
         assert bytes(v) == bytes([len(v) % 251]) * len(v)  # nothing handed out twice was overwritten
+    small = _metaio.ReadBuffers(keep=2, largest=16)
+    small.give(bytearray(17))  # too large to keep
+    small.give(bytearray(16))
+    assert [len(b) for b in small.free] == [16]
 
 
 def test_a_dropped_handle_is_freed_at_once_and_its_read_buffer_reused(tmp_path):

@@ -207,8 +207,9 @@ class ReadBuffers:
     exactly when it has no buffer exports, which resizing it tests (``BufferError``).
     """
 
-    def __init__(self, keep: int = 2) -> None:
-        self.keep = keep
+    def __init__(self, keep: int = 2, largest: int = 8 * 1024 * 1024) -> None:
+        self.keep = keep  # buffers remembered: at most keep * largest bytes outlive their handles
+        self.largest = largest  # a larger buffer (a store of ~30,000+ datasets) is not kept
         self.free: list[bytearray] = []  # the last buffers handed out, in use or not
         self.lock = threading.Lock()
 
@@ -224,6 +225,8 @@ class ReadBuffers:
 
     def give(self, b: bytearray) -> None:
         """``b`` may be handed out again once every view of it is gone."""
+        if len(b) > self.largest:
+            return
         with self.lock:
             self.free.append(b)
             del self.free[:-self.keep]

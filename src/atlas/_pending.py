@@ -153,7 +153,6 @@ class PendingStore:
         per array); past the budget, payloads are spilled as soon as it is exceeded."""
         with self.lock:
             by_name = self._by_name
-            hot = self._hot
             for name, k, p in entries:
                 d = by_name.get(name)
                 if d is None:
@@ -162,7 +161,7 @@ class PendingStore:
                 if old is not None:
                     self._forget(name, k, old)
                 d[k] = p
-                hot[id(p)] = p
+                self._hot[id(p)] = p  # (not a local: spill() starts a new dict)
                 self.mem += p.slen
                 if self.mem > self.budget:
                     self.spill()

@@ -100,8 +100,9 @@ class ChunkIndex:
         return chunks
 
     def __len__(self) -> int:
+        narrow = self._narrow  # read before _chunks: _widen sets _chunks, then clears _narrow
         c = self._chunks
-        return int((c if c is not None else self._narrow[0])["aid"].shape[0])  # type: ignore[index]
+        return int((c if c is not None else narrow[0])["aid"].shape[0])  # type: ignore[index]
 
     @property
     def nbytes(self) -> int:
