@@ -214,6 +214,5 @@ class FrameReader:
         raw = _FRAMES.get((idx.uid, f))
         if raw is None:
             raw = self.decode(idx, f, self.fetch(idx, np.asarray([f]))[0])
-            if int(idx.frames["rlen"][f]) <= PACKED_MAX:
-                self.remember(idx, f, raw)
+            self.remember(idx, f, raw)
         return raw

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _executor, codecs
 from ._chunks import decode_strings, strings_nbytes
-from ._frames import PACKED_MAX, FrameReader
+from ._frames import FrameReader
 from ._lazy import K
 from ._meta import ArrayMeta
 from ._pending import Pending, PendingStore
@@ -221,7 +221,6 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
         if short.any():
             raise fr.short_chunk(idx, int(frame[np.argmax(short)]), f"array instance {m.aid}")
     rlen = idx.frames["rlen"][uf]
-    packed = (rlen <= PACKED_MAX).tolist()
     if not m.is_string:  # every piece's kernel arguments, computed once for the whole request
         n = len(pc)
         soff = foff // m.sdtype.itemsize
@@ -234,8 +233,7 @@ def _gather(fr: FrameReader, idx: ChunkIndex, m: ArrayMeta, pos: np.ndarray, psl
         if not decoded[k]:
             raw = fr.decode(idx, int(uf[k]), raw)
             blobs[k] = None  # the compressed bytes are not needed any more
-            if packed[k]:
-                fr.remember(idx, int(uf[k]), raw)
+            fr.remember(idx, int(uf[k]), raw)  # (kept if it packs small chunks)
         a, b = bounds[k], bounds[k + 1]
         if m.is_string:
             _copy_from_chunk(m, raw, foff[a:b], pc[a:b], pslot[a:b], src, dst, box, out, kcount)

@@ -133,10 +133,7 @@ class ChunkIndex:
                 c = self.chunks
             a = c["aid"]
             n = a.shape[0]
-            if n and aid > int(np.iinfo(a.dtype).max):
-                i = n
-            else:
-                i = int(np.searchsorted(a, aid))
+            i = int(a.searchsorted(np.int64(aid)))  # (int64: an id above a narrow column's range sorts last)
             if narrow is not None:
                 problem = self._row_problem(c, i, aid)
                 if problem:

@@ -121,9 +121,7 @@ class Atlas:
                  _readonly: Optional[tuple[int, str]] = None) -> None:
         """Internal: use :meth:`Atlas.create` or :meth:`Atlas.open`."""
         self._storage = storage
-        self._meta_format = meta_format
-        self._meta_compression = meta_compression
-        self._writer = _MetaWriter(storage, meta_format, meta_compression)
+        self._writer = _MetaWriter(storage, meta_format, meta_compression)  # (the handle's format and compression)
         self._state = (StoreState(storage, meta, self._writer) if _readonly is None
                        else _timetravel.ReadOnlyState(storage, meta, *_readonly))
 
@@ -145,7 +143,7 @@ class Atlas:
             raise FileExistsError(f"an atlas store already exists at {storage.location!r}; use Atlas.open")
         meta = StoreMeta(codec=c, uid=uuid.uuid4().hex)
         self = cls(storage, meta, mf, mc)
-        self._commit(meta)
+        self._writer(meta)
         log.info("created store at %s (codec=%s, meta=%s/%s)", storage.location, c, mf, mc)
         return self
 
@@ -163,12 +161,6 @@ class Atlas:
         if version is not None or tag is not None:
             return _timetravel.open_version(cls, storage, meta, fmt, comp, version, tag)
         return cls(storage, meta, fmt, comp)
-
-    def _encode(self, meta: StoreMeta) -> bytes:
-        return self._writer.encode(meta)
-
-    def _commit(self, meta: StoreMeta, note: Optional[_history.Note] = None) -> None:
-        self._writer(meta, note)
 
     def flush(self, message: Optional[str] = None) -> None:
         """Persist every pending change: one new segment per touched array name, then the metadata.
@@ -268,7 +260,7 @@ class Atlas:
         dropped versions needed is deleted by the next :meth:`compact`. Costs one metadata
         commit and one delete per dropped version, whatever the size of the store.
         """
-        return _timetravel.expire(self._state, self._encode, older_than, keep_last)
+        return _timetravel.expire(self._state, self._writer.encode, older_than, keep_last)
 
     def verify(self) -> list[str]:
         """Read and check every chunk index and every live frame of the store.
@@ -291,7 +283,7 @@ class Atlas:
         """Location, counts, codec and metadata format, e.g. for a notebook cell."""
         m = self._state.meta
         return (f"Atlas({self._storage.location!r}, datasets={len(m.datasets)}, arrays={len(self.list_arrays())}, "
-                f"codec={m.codec!r}, meta_format={self._meta_format!r}, meta_compression={self._meta_compression!r}, "
+                f"codec={m.codec!r}, meta_format={self._writer.fmt!r}, meta_compression={self._writer.comp!r}, "
                 f"generation={m.generation})")
 
     # ------------------------------------------------------------------ pickling / dask
@@ -411,7 +403,7 @@ class Atlas:
 
         if message is not None and not isinstance(message, str):
             raise TypeError(f"message must be a str, got {type(message).__name__}: {message!r}")
-        names = _staged.commit(self._state, results, self._meta_format, message)
+        names = _staged.commit(self._state, results, self._writer.fmt, message)
         log.info("committed %d staged datasets into %s (generation %d)", len(names), self._storage.location, self.generation)
         return names
 
@@ -434,12 +426,12 @@ class Atlas:
     @property
     def meta_format(self) -> str:
         """The metadata format of this store: ``"json"`` or ``"msgpack"``."""
-        return self._meta_format
+        return self._writer.fmt
 
     @property
     def meta_compression(self) -> str:
         """The metadata compression of this store: ``"none"``, ``"zstd"`` or ``"lz4"``."""
-        return self._meta_compression
+        return self._writer.comp
 
     # ------------------------------------------------------------------ datasets
     def create_dataset(self, name: str) -> DatasetView:
