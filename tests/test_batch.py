@@ -365,3 +365,59 @@ def test_small_chunks_are_packed_into_16_kb_frames_and_one_read_decodes_one(tmp_
     assert len(sizes) == 1
     got = store.read_array_across("x", list(data))
     assert idx._narrow is None and all(np.array_equal(g, data[k]) for g, k in zip(got, data))
+
+
+def test_fresh_handles_shared_by_threads_read_right_while_indexes_widen(tmp_path):
+    """Stress: 8 threads share each fresh handle (no process caches) and mix one-chunk reads
+    (lazy row checks), few-instance reads (``ChunkIndex.part``), reads across every dataset
+    (which widen the shared index whole) and opens of their own handles (metadata read
+    buffers handed out and back), many rounds, every value checked."""
+    import time
+
+    names = [f"d{i:03d}" for i in range(120)]
+    with atlas.Atlas.create(tmp_path / "s") as s:
+        for k, n in enumerate(names):
+            d = s.create_dataset(n)
+            d.define_array("x", "float32", ["i"], [100])
+            d.write_array("x", [0], np.arange(100, dtype=np.float32) + k)
+            d.define_array("g", "int64", ["j"], [64], [16])
+            d.write_array("g", [0], np.arange(64, dtype=np.int64) * k)
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 60
+    rounds = 0
+    while rounds < 25 and time.monotonic() < deadline:
+        atlas.store._forget_process_caches()
+        store = atlas.Atlas.open(tmp_path / "s")
+        barrier = threading.Barrier(8)
+
+        def work(t: int, store=store, barrier=barrier) -> None:
+            try:
+                rng = np.random.default_rng(rounds * 8 + t)
+                barrier.wait()
+                for _ in range(12):
+                    k = int(rng.integers(len(names)))
+                    op = int(rng.integers(4))
+                    if op == 0:
+                        got = store.open_dataset(names[k]).read_array("x")
+                        assert np.array_equal(got, np.arange(100, dtype=np.float32) + k)
+                    elif op == 1:
+                        got = store.open_dataset(names[k]).read_array("g", [8], [40])
+                        assert np.array_equal(got, np.arange(8, 48, dtype=np.int64) * k)
+                    elif op == 2:
+                        got = store.read_array_across_stacked("g", names, [0], [16])
+                        assert np.array_equal(got, np.arange(len(names))[:, None] * np.arange(16))
+                    else:
+                        own = atlas.Atlas.open(tmp_path / "s")
+                        assert np.array_equal(own.open_dataset(names[k]).read_array("x")[:3], [k, k + 1, k + 2])
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert not any(th.is_alive() for th in threads), "a reader hung"
+        assert not errors, errors[:3]
+        rounds += 1
+    assert rounds >= 5
